@@ -1,0 +1,77 @@
+"""Candidate continuations: s samples from a forked prefix, each stopping at its own horizon.
+
+At a line boundary the p_sol sequence is forked ``s`` times (the backend shares the cached prefix,
+nothing is re-prefilled); all forks advance together, one batched forward pass per token, and each
+stops on its own when it has written the current line plus ``d`` more lines, reached the end of the
+code block, or used its token budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lm.base import LanguageModel, Session
+
+
+@dataclass
+class Sampled:
+    texts: list[str]
+    tokens: int          # tokens sampled over all candidates
+
+
+def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Temperature + nucleus sampling. Looks at the top 1024 tokens first (O(n) partition) and
+    falls back to a full sort only when they hold less than ``top_p`` of the mass."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    k = min(1024, p.size)
+    top = np.argpartition(-p, k - 1)[:k]
+    if p[top].sum() < top_p:
+        top = np.arange(p.size)
+    order = top[np.argsort(-p[top], kind="stable")]
+    cum = np.cumsum(p[order])
+    cut = int(np.searchsorted(cum, top_p)) + 1
+    keep = order[:cut]
+    q = p[keep] / p[keep].sum()
+    return int(keep[rng.choice(len(keep), p=q)])
+
+
+def sample_continuations(model: LanguageModel, session: Session, base_seq: int, seqs: list[int],
+                         temperature: float, top_p: float, horizon: int, max_tokens: int,
+                         rng: np.random.Generator, base_logits: np.ndarray) -> Sampled:
+    """Sample ``len(seqs)`` continuations of ``base_seq``; stop each after ``horizon + 1`` newlines."""
+    for seq in seqs:
+        session.fork(base_seq, seq)
+    texts = {seq: bytearray() for seq in seqs}
+    newlines = {seq: 0 for seq in seqs}
+    active = {seq: sample_token(base_logits, temperature, top_p, rng) for seq in seqs}
+    total = 0
+    steps = 0
+    try:
+        while active:
+            feeds = {}
+            for seq, tok in active.items():
+                total += 1
+                if model.is_eog(tok):
+                    continue
+                piece = model.piece(tok)
+                texts[seq] += piece
+                newlines[seq] += piece.count(b"\n")
+                if newlines[seq] > horizon or b"```" in texts[seq] or steps + 1 >= max_tokens:
+                    continue
+                feeds[seq] = tok
+            if not feeds:
+                break
+            logits = session.step(feeds)
+            steps += 1
+            active = {seq: sample_token(logits[seq], temperature, top_p, rng) for seq in feeds}
+    finally:
+        for seq in seqs:
+            session.drop(seq)
+    return Sampled(texts=[texts[s].decode("utf-8", "replace") for s in seqs], tokens=total)

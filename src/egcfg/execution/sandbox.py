@@ -1,0 +1,366 @@
+"""The sandbox: every execution of model-written code goes through here.
+
+Each run is a fresh process tree, never the engine's own process:
+
+* **bubblewrap** (preferred): new PID, network, IPC and UTS namespaces; a root file system that is a
+  read-only view of /usr and of the Python installation only (no /home, /root, /etc, project or
+  host temp); a private tmpfs at /tmp as the only writable place and the working directory; an empty
+  environment. When egcfg runs as root, the tracer drops to uid/gid 65534 before the program starts,
+  so the process limit applies and no capability is left. Killing bwrap tears the PID namespace
+  down, so nothing the program started outlives the run.
+* **rlimits** (fallback when bubblewrap is missing or user namespaces are off): a separate session
+  and process group in a scratch directory, a clean environment and the same resource limits, but
+  no file-system or network isolation. ``egcfg doctor`` and the log say which one is active.
+
+Resource limits in both modes: address space, CPU seconds, processes, file size, open files; a
+wall-clock timeout (an in-process timer first, so the trace survives; a hard kill after a grace).
+Output is capped (see ``Limits``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRACER = Path(__file__).with_name("tracer.py")
+NOBODY = 65534
+# Extra wall time after the in-process timer before the whole process tree is killed.
+KILL_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits. Documented in the README's security section."""
+
+    timeout: float = 2.0          # wall seconds; the program sees a timeout, then the tree is killed
+    memory_mb: int = 1024         # RLIMIT_AS of every process in the run
+    processes: int = 32           # RLIMIT_NPROC (enforced for the sandbox user, see module doc)
+    file_size_mb: int = 16        # RLIMIT_FSIZE: largest file the program may write
+    open_files: int = 64          # RLIMIT_NOFILE
+    max_output: int = 64 * 1024   # bytes kept of raw stdout/stderr (the rest is counted, not stored)
+    max_stdout_chars: int = 4000  # characters of print() output kept by the tracer
+    trace_head: int = 40          # trace events kept from the start ...
+    trace_tail: int = 20          # ... and from the end; the middle is counted as skipped
+
+
+@dataclass
+class RunResult:
+    """What one sandboxed run produced. ``status`` is one of:
+
+    returned / completed (stdin program ended) / raised / exited (sys.exit) / timeout /
+    crashed (the process died without a report: signal, os._exit, memory) / error (could not start).
+    """
+
+    status: str
+    value: str | None = None
+    exception: str | None = None
+    events: list = field(default_factory=list)
+    skipped: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """The program (and its invocation) ran to the end without an exception."""
+        return self.status in ("returned", "completed")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@functools.lru_cache(maxsize=1)
+def isolation() -> str:
+    """'bubblewrap' if a test sandbox starts here, else 'rlimits'. Probed once per process."""
+    if os.environ.get("EGCFG_SANDBOX") == "rlimits":
+        return "rlimits"
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "rlimits"
+    try:
+        probe = subprocess.run(
+            _bwrap_prefix(bwrap) + [_sandbox_python_path(), "-I", "-S", "-c", "pass"],
+            capture_output=True, timeout=10, preexec_fn=_limits_preexec(Limits()),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "rlimits"
+    if probe.returncode != 0:
+        log.warning("bubblewrap is installed but cannot start a sandbox here (%s); falling back to rlimits",
+                    probe.stderr.decode(errors="replace").strip()[:200])
+        return "rlimits"
+    return "bubblewrap"
+
+
+def _python() -> str:
+    """The base interpreter (not a venv's): candidates run with the standard library only."""
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+def _python_prefix() -> Path:
+    return Path(sys.base_prefix).resolve()
+
+
+SANDBOX_PYTHON = "/opt/python"
+
+
+def _bwrap_prefix(bwrap: str) -> list[str]:
+    prefix = _python_prefix()
+    args = [
+        bwrap,
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session", "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "PYTHONHASHSEED", "0", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        "--ro-bind", "/usr", "/usr",
+    ]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / link
+        if target.is_symlink():
+            args += ["--symlink", os.readlink(target), f"/{link}"]
+        elif target.is_dir():
+            args += ["--ro-bind", str(target), f"/{link}"]
+    if not str(prefix).startswith("/usr/"):
+        # Mounted at a neutral path: the host path may sit under an unreadable home directory.
+        args += ["--perms", "0755", "--dir", "/opt", "--ro-bind", str(prefix), SANDBOX_PYTHON]
+    args += [
+        "--perms", "0755", "--dir", "/egcfg", "--ro-bind", str(TRACER), "/egcfg/tracer.py",
+        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
+    ]
+    if os.geteuid() == 0:
+        # Kept only so the tracer can drop to the sandbox user; setuid() then clears every capability.
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return args
+
+
+def _sandbox_python_path() -> str:
+    exe = Path(_python()).resolve()
+    prefix = _python_prefix()
+    if str(prefix).startswith("/usr/"):
+        return str(exe)
+    return str(Path(SANDBOX_PYTHON) / exe.relative_to(prefix))
+
+
+def _limits_preexec(limits: Limits):
+    cpu = int(math.ceil(limits.timeout)) + 1
+    nproc = limits.processes
+    if os.geteuid() != 0:
+        # Unprivileged: RLIMIT_NPROC counts all of this user's processes, so allow for those.
+        try:
+            nproc += sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and p.stat().st_uid == os.geteuid())
+        except OSError:
+            nproc += 256
+
+    def preexec() -> None:
+        # Runs in the child between fork and exec: only async-signal-safe-ish calls.
+        mem = limits.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        size = limits.file_size_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return preexec
+
+
+class Sandbox:
+    """Runs programs under the tracer, isolated and limited; several at once in a thread pool.
+
+    The threads only wait on child processes; all CPU work happens in the children, so a pool as
+    large as the core count keeps the machine busy.
+    """
+
+    def __init__(self, limits: Limits | None = None, workers: int | None = None):
+        self.limits = limits or Limits()
+        self.mode = isolation()
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="egcfg-run")
+        self.runs = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run_many(self, jobs: list[dict]) -> list[RunResult]:
+        """Run jobs (keyword arguments of ``run``) in parallel; results in the same order."""
+        return list(self._pool.map(lambda job: self.run(**job), jobs))
+
+    def run(self, program: str, invocation: str | None = None, stdin: str = "", trace: bool = True,
+            timeout: float | None = None) -> RunResult:
+        """Run ``program`` (then evaluate ``invocation``, if given) in a fresh sandboxed process."""
+        self.runs += 1
+        limits = self.limits
+        timeout = limits.timeout if timeout is None else timeout
+        job = json.dumps({
+            "program": program, "invocation": invocation, "timeout": timeout, "trace": trace,
+            "head": limits.trace_head, "tail": limits.trace_tail, "max_stdout": limits.max_stdout_chars,
+            "drop_to": NOBODY if (self.mode == "bubblewrap" and os.geteuid() == 0) else None,
+        }).encode("utf-8", "replace")
+        payload = b"%d\n" % len(job) + job + stdin.encode("utf-8", "replace")
+        start = time.monotonic()
+        try:
+            return self._spawn(payload, timeout, limits, start)
+        except OSError as exc:
+            return RunResult(status="error", exception=f"could not start the sandbox: {exc}",
+                             seconds=time.monotonic() - start)
+
+    def _spawn(self, payload: bytes, timeout: float, limits: Limits, start: float) -> RunResult:
+        result_r, result_w = os.pipe()
+        scratch = None
+        try:
+            if self.mode == "bubblewrap":
+                cmd = _bwrap_prefix(shutil.which("bwrap")) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py", str(result_w)]
+                cwd, env = "/", {}
+            else:
+                scratch = tempfile.mkdtemp(prefix="egcfg-run-")
+                cmd = [_python(), "-I", "-S", "-B", str(TRACER), str(result_w)]
+                cwd, env = scratch, {"PATH": "/usr/bin:/bin", "HOME": scratch, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(result_w,), cwd=cwd, env=env, start_new_session=True,
+                preexec_fn=_limits_preexec(limits),
+            )
+        except BaseException:
+            os.close(result_r)
+            os.close(result_w)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        os.close(result_w)
+        try:
+            out, err, report, timed_out = _communicate(proc, payload, result_r, timeout + KILL_GRACE, limits.max_output)
+        finally:
+            _kill_tree(proc)
+            os.close(result_r)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return _result(proc.returncode, out, err, report, timed_out, timeout, time.monotonic() - start)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill the run's process group (bwrap's death also ends its whole PID namespace), then reap."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+        log.error("sandboxed process %d did not die", proc.pid)
+
+
+def _communicate(proc, payload: bytes, result_fd: int, deadline_s: float, cap: int):
+    """Feed stdin and read stdout, stderr and the result pipe, all bounded, until the deadline."""
+    sel = selectors.DefaultSelector()
+    bufs = {"out": bytearray(), "err": bytearray(), "res": bytearray()}
+    caps = {"out": cap, "err": cap, "res": 8 * 1024 * 1024}
+    for name, fd in (("out", proc.stdout.fileno()), ("err", proc.stderr.fileno()), ("res", result_fd)):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ, name)
+    stdin_fd = proc.stdin.fileno()
+    os.set_blocking(stdin_fd, False)
+    sel.register(stdin_fd, selectors.EVENT_WRITE, "in")
+    pending = memoryview(payload)
+    end = time.monotonic() + deadline_s
+    timed_out = False
+    exited_at = None
+    open_reads = 3
+    while open_reads:
+        now = time.monotonic()
+        if now >= end:
+            timed_out = True
+            break
+        if exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > 0.2:
+            break  # the main process is gone; something it left holds a pipe open (fallback mode)
+        for key, _ in sel.select(timeout=min(0.05, end - now)):
+            name = key.data
+            if name == "in":
+                try:
+                    pending = pending[os.write(stdin_fd, pending[: 1 << 16]):]
+                except (BrokenPipeError, OSError):
+                    pending = memoryview(b"")
+                if not pending:
+                    sel.unregister(stdin_fd)
+                    proc.stdin.close()
+                continue
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sel.unregister(key.fd)
+                open_reads -= 1
+                continue
+            buf = bufs[name]
+            if len(buf) < caps[name]:
+                buf += chunk[: caps[name] - len(buf)]
+    sel.close()
+    if not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    return bytes(bufs["out"]), bytes(bufs["err"]), bytes(bufs["res"]), timed_out
+
+
+def _result(code, out: bytes, err: bytes, report: bytes, timed_out: bool, timeout: float, seconds: float) -> RunResult:
+    text_out = out.decode("utf-8", "replace")
+    text_err = err.decode("utf-8", "replace")
+    data = None
+    if report:
+        try:
+            data = json.loads(report)
+        except ValueError:
+            data = None
+    if isinstance(data, dict) and isinstance(data.get("status"), str):
+        events = list(data.get("head") or []) + (["skip"] if data.get("skipped") else []) + list(data.get("tail") or [])
+        stdout = str(data.get("stdout") or "") + text_out
+        if data.get("stdout_dropped"):
+            stdout += f"\n[... {data['stdout_dropped']} more characters of output cut]"
+        return RunResult(
+            status=data["status"], value=data.get("value"), exception=data.get("exception"),
+            events=events, skipped=int(data.get("skipped") or 0), stdout=stdout, stderr=text_err,
+            exit_code=code, seconds=seconds,
+        )
+    if timed_out:
+        return RunResult(status="timeout", exception=f"killed after {timeout:g} s", stdout=text_out,
+                         stderr=text_err, exit_code=code, seconds=seconds)
+    why = _describe_exit(code)
+    return RunResult(status="crashed", exception=why, stdout=text_out, stderr=text_err, exit_code=code, seconds=seconds)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "process did not report"
+    if code < 0:
+        return f"process killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"killed by signal {-code}"
+    if code > 128 and (code - 128) in signal.valid_signals():
+        return f"process killed by {signal.Signals(code - 128).name}"
+    return f"process exited with code {code} before finishing"

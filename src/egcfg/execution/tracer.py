@@ -1,0 +1,250 @@
+"""The tracer: runs INSIDE the sandboxed process, never in the engine.
+
+It is executed as a script by a plain interpreter (``python -I -S``), so it imports only the standard
+library and nothing from egcfg. Protocol:
+
+* stdin starts with one line holding the byte length N of a JSON job, then N bytes of that job;
+  whatever follows is left unread for the program itself (stdin/stdout tasks).
+* the job: ``{"program": str, "invocation": str|null, "timeout": float, "trace": bool,
+  "head": int, "tail": int, "max_stdout": int}``.
+* the result is one JSON object written to file descriptor ``EGCFG_RESULT_FD`` (argv[1]) when the
+  run ends, whatever way it ends that Python can still see (return, exception, sys.exit, timeout).
+
+Events are recorded only for code compiled from the candidate (filename ``<candidate>``) and are
+bounded: the first ``head`` and the last ``tail`` events are kept, the rest counted as skipped.
+"""
+
+import collections
+import io
+import json
+import os
+import reprlib
+import signal
+import sys
+import time
+
+_write = os.write  # captured before the program can replace anything
+_dumps = json.dumps
+_now = time.monotonic
+CANDIDATE = "<candidate>"
+_DEFINITIONS = (type(os), type(lambda: 0), type, type(len))
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 8
+_repr.maxdict = 6
+_repr.maxlevel = 3
+_repr.maxlong = 40
+
+
+def short(value):
+    try:
+        text = _repr.repr(value)
+    except BaseException as exc:  # a hostile __repr__ must not break tracing
+        text = "<repr failed: %s>" % type(exc).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class RunTimeout(BaseException):
+    """Raised into the program by the interval timer; BaseException so `except Exception` can't eat it."""
+
+
+class CappedText(io.TextIOBase):
+    """A stdout that keeps the first `limit` characters and counts the rest."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.parts = []
+        self.size = 0
+        self.dropped = 0
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        text = str(text)
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(text[:room])
+            self.size += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+class Recorder:
+    def __init__(self, head, tail):
+        self.head_limit = head
+        self.head = []
+        self.tail = collections.deque(maxlen=tail)
+        self.total = 0
+        self.frames = {}  # id(frame) -> [previous line, {name: repr}]
+        self.depth = 0
+        self.last_exc = None
+
+    def add(self, event):
+        self.total += 1
+        if len(self.head) < self.head_limit:
+            self.head.append(event)
+        else:
+            self.tail.append(event)
+
+    def _changes(self, frame, state):
+        changed = []
+        seen = state[1]
+        for name, value in list(frame.f_locals.items()):
+            if isinstance(value, _DEFINITIONS) or name.startswith("__"):
+                continue  # imports and defs at module level are not runtime behaviour worth showing
+            text = short(value)
+            if seen.get(name) != text:
+                seen[name] = text
+                changed.append("%s=%s" % (name, text))
+        return ", ".join(changed)
+
+    def trace(self, frame, event, arg):
+        if frame.f_code.co_filename != CANDIDATE:
+            return None
+        key = id(frame)
+        if event == "call":
+            self.depth += 1
+            state = [None, {}]
+            self.frames[key] = state
+            args = self._changes(frame, state)
+            if frame.f_code.co_name != "<module>":
+                self.add(["call", frame.f_code.co_name, args, self.depth])
+            return self.local
+        return self.local
+
+    def local(self, frame, event, arg):
+        key = id(frame)
+        state = self.frames.get(key)
+        if state is None:
+            state = self.frames[key] = [None, {}]
+        if event == "line":
+            if state[0] is not None:
+                self.add(["line", state[0], self._changes(frame, state), self.depth])
+            state[0] = frame.f_lineno
+        elif event == "return":
+            if state[0] is not None:
+                self.add(["line", state[0], self._changes(frame, state), self.depth])
+            if frame.f_code.co_name != "<module>":
+                if self.last_exc is not None and self.last_exc[0] == key:
+                    self.add(["unwind", frame.f_code.co_name, "", self.depth])
+                else:
+                    self.add(["return", frame.f_code.co_name, short(arg), self.depth])
+            self.last_exc = None
+            self.frames.pop(key, None)
+            self.depth -= 1
+        elif event == "exception":
+            exc_type, exc_value = arg[0], arg[1]
+            if state[0] is not None:
+                self.add(["line", state[0], self._changes(frame, state), self.depth])
+                state[0] = None
+            if exc_type is not RunTimeout:
+                self.add(["exception", state[0] or frame.f_lineno, describe(exc_type, exc_value), self.depth])
+            self.last_exc = (key, id(exc_value))
+        return self.local
+
+    def events(self):
+        return self.head, list(self.tail), self.total - len(self.head) - len(self.tail)
+
+
+def describe(exc_type, exc_value):
+    try:
+        message = str(exc_value)
+    except BaseException:
+        message = "<unprintable>"
+    if len(message) > 200:
+        message = message[:197] + "..."
+    return "%s: %s" % (getattr(exc_type, "__name__", "Exception"), message) if message else getattr(exc_type, "__name__", "Exception")
+
+
+def read_job():
+    header = b""
+    while not header.endswith(b"\n"):
+        chunk = os.read(0, 1)
+        if not chunk:
+            raise SystemExit("tracer: no job on stdin")
+        header += chunk
+    size = int(header)
+    data = b""
+    while len(data) < size:
+        chunk = os.read(0, size - len(data))
+        if not chunk:
+            raise SystemExit("tracer: truncated job")
+        data += chunk
+    return json.loads(data)
+
+
+def main():
+    result_fd = int(sys.argv[1])
+    job = read_job()
+    drop_to = job.get("drop_to")
+    if drop_to is not None and os.getuid() == 0:
+        # Become the unprivileged sandbox user before any model-written code runs: this clears all
+        # capabilities and makes RLIMIT_NPROC apply (it is not enforced for root).
+        os.setgroups([])
+        os.setgid(int(drop_to))
+        os.setuid(int(drop_to))
+    timeout = float(job.get("timeout", 2.0))
+    recorder = Recorder(int(job.get("head", 40)), int(job.get("tail", 20)))
+    out = CappedText(int(job.get("max_stdout", 4000)))
+    result = {"status": "returned", "value": None, "exception": None}
+
+    def on_alarm(signum, frame):
+        raise RunTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    sys.stdout = out
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    tracing = bool(job.get("trace", True))
+    invocation = job.get("invocation")
+    start = _now()
+    try:
+        code = compile(job["program"], CANDIDATE, "exec")
+        call = compile(invocation, "<call>", "eval") if invocation else None
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        # Module level is traced only for stdin/stdout programs: for function tasks it is just defs.
+        if tracing and call is None:
+            sys.settrace(recorder.trace)
+        exec(code, namespace)
+        if call is not None:
+            if tracing:
+                sys.settrace(recorder.trace)
+            value = eval(call, namespace)
+            sys.settrace(None)
+            result["value"] = short(value)
+        else:
+            result["status"] = "completed"
+    except RunTimeout:
+        sys.settrace(None)
+        result["status"] = "timeout"
+    except SystemExit as exc:
+        sys.settrace(None)
+        result["status"] = "exited"
+        result["exception"] = "SystemExit: %s" % (exc.code,)
+    except BaseException as exc:
+        sys.settrace(None)
+        result["status"] = "raised"
+        result["exception"] = describe(type(exc), exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.settrace(None)
+    head, tail, skipped = recorder.events()
+    result.update(
+        head=head, tail=tail, skipped=skipped, seconds=round(_now() - start, 4),
+        stdout=out.getvalue(), stdout_dropped=out.dropped,
+    )
+    payload = _dumps(result).encode("utf-8", "replace")
+    view = memoryview(payload)
+    while view:
+        view = view[_write(result_fd, view):]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``egcfg.solve``: one task, one agent configuration, its gamma schedule; the public entry point."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config
+from .engine import Attempt, Generator, Stats, _Trace
+from .execution.sandbox import Limits, Sandbox
+from .lm.base import LanguageModel
+from .task import Task, task_from_dict
+
+
+@dataclass
+class SolveResult:
+    task_id: str
+    code: str
+    passed: bool                 # on the visible tests
+    gamma: float                 # the gamma of the attempt that produced `code`
+    stats: Stats
+    attempts: list[Attempt] = field(default_factory=list)
+    config: Config | None = None
+    model: str = ""
+
+    @property
+    def final(self) -> Attempt:
+        return next(a for a in self.attempts if a.code == self.code and a.gamma == self.gamma)
+
+    def to_dict(self, explain: bool = False) -> dict:
+        out = {
+            "task_id": self.task_id,
+            "code": self.code,
+            "passed": self.passed,
+            "gamma": self.gamma,
+            "model": self.model,
+            "stats": self.stats.to_dict(),
+            "tests": self.final.test_results,
+            "attempts": [
+                {"gamma": a.gamma, "passed": a.passed, "tests_passed": a.tests_passed, "tests_total": a.tests_total,
+                 "stop_reason": a.stop_reason, "stats": a.stats.to_dict(), "code": a.code}
+                for a in self.attempts
+            ],
+            "config": self.config.to_dict() if self.config else None,
+        }
+        if explain:
+            out["explain"] = [
+                {"gamma": a.gamma, "lines": [l.__dict__ for l in a.lines]} for a in self.attempts
+            ]
+        return out
+
+
+def pick_final(attempts: list[Attempt]) -> Attempt:
+    """The first attempt that passes the visible tests; if none does, the one passing the most
+    visible tests, the earliest (lowest gamma in schedule order) on ties."""
+    for attempt in attempts:
+        if attempt.passed:
+            return attempt
+    return max(attempts, key=lambda a: (a.tests_passed, -attempts.index(a)))
+
+
+def solve(task: Task | dict, model: LanguageModel | str | None = None, config: Config | None = None,
+          sandbox: Sandbox | None = None, explain: bool = False) -> SolveResult:
+    """Solve ``task`` with EG-CFG: try each gamma of ``config.gammas`` until the visible tests pass.
+
+    ``model`` is a loaded backend, a GGUF path, an embedded model name, or None for the default.
+    """
+    if isinstance(task, dict):
+        task = task_from_dict(task)
+    task.validate()
+    config = (config or Config()).validate()
+    if model is None or isinstance(model, (str, Path)):
+        from .lm import load_model
+
+        model = load_model(str(model) if model else None, n_ctx=config.n_ctx)
+    own_sandbox = sandbox is None
+    sandbox = sandbox or Sandbox(Limits(timeout=config.run_timeout))
+    try:
+        generator = Generator(model, task, config, sandbox, explain=explain)
+        total = Stats()
+        traces = _Trace(sandbox, task, total)
+        attempts = []
+        start = time.perf_counter()
+        for gamma in config.gammas:
+            attempt = generator.run(gamma, traces=traces, stats=Stats())
+            attempts.append(attempt)
+            if attempt.passed:
+                break
+        for attempt in attempts:
+            total.add(attempt.stats)
+        total.seconds_total = time.perf_counter() - start
+    finally:
+        if own_sandbox:
+            sandbox.close()
+    final = pick_final(attempts)
+    return SolveResult(task_id=task.task_id, code=final.code, passed=final.passed, gamma=final.gamma,
+                       stats=total, attempts=attempts, config=config, model=getattr(model, "name", ""))

@@ -1,0 +1,132 @@
+"""Task: what the engine is asked to solve, and how it is read from JSON.
+
+A task is either function-style (``entry_point`` + visible ``tests``, each an ``assert`` statement)
+or stdin/stdout-style (``io_tests``, each ``{"input": ..., "output": ...}``). Hidden tests are kept
+on the object for scoring but the engine never executes them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EgcfgError
+
+
+@dataclass(frozen=True)
+class IOTest:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    prompt: str
+    entry_point: str | None = None
+    tests: tuple[str, ...] = ()
+    hidden_tests: tuple[str, ...] = ()
+    io_tests: tuple[IOTest, ...] = ()
+    hidden_io_tests: tuple[IOTest, ...] = ()
+    # Code the tests need before they run (MBPP's test_setup_code, imports); executed with the tests.
+    test_setup: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_io(self) -> bool:
+        """stdin/stdout task: programs read input and print the answer."""
+        return bool(self.io_tests) and not self.tests
+
+    def validate(self) -> "Task":
+        """Raise EgcfgError naming the field and the problem; return self when the task is usable."""
+        where = f"task {self.task_id!r}"
+        if not self.prompt.strip():
+            raise EgcfgError(f"{where}: field 'prompt' is empty")
+        if not self.tests and not self.io_tests:
+            raise EgcfgError(f"{where}: needs visible tests: field 'tests' (asserts) or 'io_tests'")
+        if self.tests:
+            if not self.entry_point or not self.entry_point.isidentifier():
+                raise EgcfgError(f"{where}: field 'entry_point' must be a Python function name, got {self.entry_point!r}")
+            for i, test in enumerate(self.tests + self.hidden_tests):
+                name = "tests" if i < len(self.tests) else "hidden_tests"
+                try:
+                    ast.parse(test)
+                except SyntaxError as exc:
+                    raise EgcfgError(f"{where}: field {name!r} has a test that is not valid Python ({exc.msg}, line {exc.lineno}): {test[:80]!r}") from None
+        if self.test_setup:
+            try:
+                ast.parse(self.test_setup)
+            except SyntaxError as exc:
+                raise EgcfgError(f"{where}: field 'test_setup' is not valid Python ({exc.msg})") from None
+        return self
+
+
+def _strings(obj: dict, key: str, where: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EgcfgError(f"{where}: field {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _io_tests(obj: dict, key: str, where: str) -> tuple[IOTest, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise EgcfgError(f"{where}: field {key!r} must be a list of {{\"input\": ..., \"output\": ...}} objects")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("input"), str) or not isinstance(item.get("output"), str):
+            raise EgcfgError(f"{where}: field {key!r}[{i}] must be an object with string 'input' and 'output'")
+        out.append(IOTest(item["input"], item["output"]))
+    return tuple(out)
+
+
+def task_from_dict(obj: Any, where: str = "task") -> Task:
+    """Build a validated Task from a parsed JSON object."""
+    if not isinstance(obj, dict):
+        raise EgcfgError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("task_id", "prompt"):
+        if key not in obj:
+            raise EgcfgError(f"{where}: missing field {key!r}")
+    if not isinstance(obj["prompt"], str):
+        raise EgcfgError(f"{where}: field 'prompt' must be a string")
+    entry = obj.get("entry_point")
+    if entry is not None and not isinstance(entry, str):
+        raise EgcfgError(f"{where}: field 'entry_point' must be a string")
+    setup = obj.get("test_setup", "")
+    if not isinstance(setup, str):
+        raise EgcfgError(f"{where}: field 'test_setup' must be a string")
+    task = Task(
+        task_id=str(obj["task_id"]),
+        prompt=obj["prompt"],
+        entry_point=entry,
+        tests=_strings(obj, "tests", where),
+        hidden_tests=_strings(obj, "hidden_tests", where),
+        io_tests=_io_tests(obj, "io_tests", where),
+        hidden_io_tests=_io_tests(obj, "hidden_io_tests", where),
+        test_setup=setup,
+    )
+    return task.validate()
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read one task or a list of tasks from a JSON file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EgcfgError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EgcfgError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EgcfgError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise EgcfgError(f"{path}: the list of tasks is empty")
+    return [task_from_dict(item, f"{path}" + (f"[{i}]" if isinstance(data, list) else "")) for i, item in enumerate(items)]
