@@ -195,14 +195,22 @@ class Generator:
             line_tokens = 0
             stop_reason = "max_tokens"
             cut = None                  # byte offset where the final code ends, if a stop line is dropped
+            sol_stale = False           # SOL lags behind `generated` (skipped while gamma == 1)
             while len(generated) < cfg.max_tokens:
                 at_boundary = line_start == len(text)
                 if at_boundary and active and guide and dyn_logits is None:
+                    if sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
+                        sol_logits, sol_stale = self._catch_up(session, generated, stats), False
                     dyn_logits, record = self._refresh(session, sol_logits, generated, bytes(text), rng, stats, len(lines) + 1)
                     if record is not None:
                         lines.append(record)
                 t0 = time.perf_counter()
-                if dyn_logits is not None:
+                dyn_only = dyn_logits is not None and gamma == 1.0
+                if sol_stale and not dyn_only:
+                    sol_logits, sol_stale = self._catch_up(session, generated, stats), False
+                if dyn_only:
+                    token = int(np.argmax(dyn_logits))  # gamma 1: the rule reduces to p_dyn alone
+                elif dyn_logits is not None:
                     token = guided_argmax(sol_logits, dyn_logits, gamma)
                 else:
                     token = int(np.argmax(sol_logits))
@@ -247,11 +255,16 @@ class Generator:
                 if stop:
                     stop_reason = stop
                     break
-                feeds = {SOL: token}
+                # At gamma 1 the unconditional branch does not influence the choice: leave SOL behind
+                # and catch it up with one batched prefill at the line boundary (cheaper per token).
+                feeds = {} if dyn_only else {SOL: token}
                 if dyn_logits is not None:
                     feeds[DYN] = token
-                out = session.step(feeds)
-                sol_logits = out[SOL]
+                out = session.step(feeds) if feeds else {}
+                if SOL in out:
+                    sol_logits = out[SOL]
+                else:
+                    sol_stale = True
                 if dyn_logits is not None:
                     dyn_logits = out[DYN]
                 stats.tokens_decoded += len(feeds)
@@ -268,6 +281,12 @@ class Generator:
                        tests_total=len(tests) or len(self.task.tests) or len(self.task.io_tests),
                        stop_reason=stop_reason, stats=stats, lines=lines if self.explain else [], test_results=tests,
                        tokens=generated)
+
+    def _catch_up(self, session, generated: list[int], stats: Stats) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = session.sync(SOL, self.prefix + self.suffix + generated)
+        stats.seconds_guided += time.perf_counter() - t0
+        return logits
 
     def _ends_code(self, line: str, active: bool, seen_body: bool) -> str | None:
         """Why a completed line ends the program, or None."""

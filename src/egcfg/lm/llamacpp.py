@@ -32,8 +32,7 @@ def _quiet_logs() -> None:
 
     @L.llama_log_callback
     def callback(level, text, user_data):  # pragma: no cover - called from C
-        if level in (2, 3):
-            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
     _quiet_logs.callback = callback  # keep a reference: C holds only the pointer
     L.llama_log_set(callback, ctypes.c_void_p(0))
@@ -186,7 +185,8 @@ class LlamaCppSession:
         rc = L.llama_decode(self._ctx, b)
         self.stats.batches += 1
         if rc != 0:
-            raise EgcfgError(f"llama.cpp decode failed (code {rc}): the context of {self.model.n_ctx} tokens is probably full")
+            why = f"the context of {self.model.n_ctx} tokens is full" if rc == 1 else "invalid batch"
+            raise EgcfgError(f"llama.cpp decode failed (code {rc}): {why}")
 
     def _read_logits(self, index: int) -> np.ndarray:
         ptr = L.llama_get_logits_ith(self._ctx, index)

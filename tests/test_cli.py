@@ -1,0 +1,75 @@
+"""The command line, through the real entry point in a subprocess."""
+
+import json
+
+import pytest
+
+
+def test_trace_prints_the_trace(tmp_path, egcfg_cli):
+    prog = tmp_path / "p.py"
+    prog.write_text("def f(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n")
+    out = egcfg_cli("trace", str(prog), "--call", "f(3)")
+    assert out.returncode == 0, out.stderr
+    assert "call f(n=3)" in out.stdout and "Result: returned 3" in out.stdout
+
+
+def test_trace_failure_hang_and_crash_are_outcomes(tmp_path, egcfg_cli):
+    cases = {
+        "raise ValueError('boom')\n": "raised ValueError: boom",
+        "while True:\n    pass\n": "timed out",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n": "crashed",
+    }
+    for source, words in cases.items():
+        prog = tmp_path / "bad.py"
+        prog.write_text(source)
+        out = egcfg_cli("trace", str(prog), "--timeout", "0.5")
+        assert out.returncode == 1, (source, out.stderr)
+        assert words in out.stdout
+        assert "Traceback" not in out.stderr
+
+
+def test_trace_json_and_stdin(tmp_path, egcfg_cli):
+    prog = tmp_path / "echo.py"
+    prog.write_text("name = input()\nprint('hi', name)\n")
+    out = egcfg_cli("trace", str(prog), "--stdin", "bob\n", "--json")
+    data = json.loads(out.stdout)
+    assert data["status"] == "completed" and data["stdout"].strip() == "hi bob"
+    assert data["isolation"] in ("bubblewrap", "rlimits")
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, egcfg_cli):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"task_id": "x", "prompt": "p", "entry_point": "f", "tests": ["assert f( =="]}')
+    for args in (["solve", str(bad)], ["solve"], ["solve", "--prompt", "p"], ["trace", str(tmp_path / "none.py")],
+                 ["solve", "--gamma", "abc", "--prompt", "p"], ["solve", str(tmp_path / "missing.json")]):
+        out = egcfg_cli(*args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_doctor_json(egcfg_cli, model_path):
+    out = egcfg_cli("doctor", "--json")
+    data = json.loads(out.stdout)
+    assert data["model_path"] == str(model_path)
+    assert data["model_sha256_ok"] is True
+    assert data["sandbox_isolation"] in ("bubblewrap", "rlimits")
+    assert data["llama_cpp_python"]
+    assert out.returncode == 0
+
+
+@pytest.mark.model
+def test_solve_json_one_off(egcfg_cli, model_path):
+    out = egcfg_cli("solve", "--prompt", "Return the larger of two numbers.", "--entry-point", "bigger",
+                    "--test", "assert bigger(1, 2) == 2", "--test", "assert bigger(5, 3) == 5",
+                    "--gamma", "1", "--candidates", "2", "--horizon", "1", "--max-tokens", "120", "--json")
+    assert out.returncode in (0, 1), out.stderr
+    data = json.loads(out.stdout)
+    for key in ("code", "passed", "stats"):
+        assert key in data
+    for key in ("executions", "refreshes", "tokens_decoded", "tokens_prefilled", "candidate_tokens",
+                "seconds_sampling", "seconds_execution", "seconds_guided"):
+        assert key in data["stats"]
+    assert data["stats"]["refreshes"] > 0
+    assert out.returncode == (0 if data["passed"] else 1)
+    assert "def bigger(" in data["code"]
