@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/egcfg solve examples/second_smallest.json "$@"
+exec .venv/bin/egcfg solve examples/opposite_signs.json "$@"

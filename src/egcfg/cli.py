@@ -144,6 +144,8 @@ def cmd_solve(args) -> int:
                   f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
                   f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
                   f"{st.tokens_decoded} tokens decoded")
+            tried = ", ".join(f"gamma {a.gamma:g}: {a.tests_passed}/{a.tests_total}" for a in result.attempts)
+            print(f"# attempts (visible tests passed): {tried}")
             print(result.code.rstrip())
     if args.json:
         print(json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=2))
