@@ -164,7 +164,19 @@ class Generator:
         self.parts = prompts.split_prompt(rendered)
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
+        self._session = None
         self._def = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(task.entry_point)}\s*\(") if task.entry_point else None
+
+    def session(self):
+        """The backend session, kept across the attempts of a solve (same prompt, warm caches)."""
+        if self._session is None:
+            self._session = self.model.session(FIRST_CANDIDATE + self.config.candidates)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text))
@@ -176,14 +188,17 @@ class Generator:
         traces.stats = stats
         self._traces = traces
         guide = gamma != 0.0 or cfg.always_refresh
-        rng = np.random.default_rng([cfg.seed, int(gamma * 1000)])
+        # Seeded per attempt, not per gamma: every attempt reaches its first guided line in the same
+        # state (the lines before are greedy), so it samples the same candidates, whose traces are
+        # cached and whose signal is already in DYN's cache.
+        rng = np.random.default_rng(cfg.seed)
         t_start = time.perf_counter()
-        session = self.model.session(FIRST_CANDIDATE + cfg.candidates)
+        session = self.session()
+        prefilled_before = session.stats.prefilled
         lines: list[LineRecord] = []
         try:
             t0 = time.perf_counter()
-            sol_logits = session.sync(SOL, self.prefix + self.suffix)
-            session.fork(SOL, DYN)  # DYN shares the prompt prefix; only signal + suffix are its own
+            sol_logits = session.sync(SOL, self.prefix + self.suffix)  # reuses the prompt of an earlier attempt
             stats.seconds_prefill += time.perf_counter() - t0
             generated: list[int] = []
             text = bytearray()          # decoded bytes of `generated`
@@ -269,9 +284,8 @@ class Generator:
                     dyn_logits = out[DYN]
                 stats.tokens_decoded += len(feeds)
                 stats.seconds_guided += time.perf_counter() - t0
-            stats.tokens_prefilled += session.stats.prefilled
         finally:
-            session.close()
+            stats.tokens_prefilled += session.stats.prefilled - prefilled_before
         body = bytes(text if cut is None else text[:cut]).decode("utf-8", "replace")
         code = self._final_code(body)
         tests = verify(code, self.task, self.sandbox, stats) if code.strip() else []
@@ -327,6 +341,8 @@ class Generator:
         t0 = time.perf_counter()
         dyn = self.prefix + self.model.tokenize(self.parts.signal_segment(signal)) + self.suffix + generated
         before = session.stats.prefilled
+        if not session.tokens(DYN):
+            session.fork(SOL, DYN)  # share the prompt prefix: DYN prefills only signal + suffix + code
         logits = session.sync(DYN, dyn)
         stats.seconds_guided += time.perf_counter() - t0
         log.debug("line %d: signal of %d tokens, DYN re-prefilled %d tokens", line_no, len(dyn), session.stats.prefilled - before)

@@ -44,20 +44,18 @@ _EXAMPLE_LONG = (
     "```"
 )
 _EXAMPLE_IO_TASK = (
-    "Read an integer n and then n integers, one line each. Print their maximum.\n"
+    "The input is one line with a word and an integer k separated by a space. "
+    "Print the word k times, separated by dashes.\n"
     "Your program should pass these tests (stdin -> expected stdout):\n"
-    "Input:\n3\n4\n9\n2\nOutput:\n9"
+    "Input:\nab 3\nOutput:\nab-ab-ab"
 )
 _EXAMPLE_IO = (
     "```python\n"
     "def main():\n"
-    "    n = int(input())\n"
-    "    best = None\n"
-    "    for _ in range(n):\n"
-    "        value = int(input())\n"
-    "        if best is None or value > best:\n"
-    "            best = value\n"
-    "    print(best)\n"
+    "    word, k = input().split()\n"
+    "    k = int(k)\n"
+    "    parts = [word] * k\n"
+    "    print(\"-\".join(parts))\n"
     "\n"
     "main()\n"
     "```"

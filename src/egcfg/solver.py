@@ -82,11 +82,14 @@ def solve(task: Task | dict, model: LanguageModel | str | None = None, config: C
         traces = _Trace(sandbox, task, total)
         attempts = []
         start = time.perf_counter()
-        for gamma in config.gammas:
-            attempt = generator.run(gamma, traces=traces, stats=Stats())
-            attempts.append(attempt)
-            if attempt.passed:
-                break
+        try:
+            for gamma in config.gammas:
+                attempt = generator.run(gamma, traces=traces, stats=Stats())
+                attempts.append(attempt)
+                if attempt.passed:
+                    break
+        finally:
+            generator.close()
         for attempt in attempts:
             total.add(attempt.stats)
         total.seconds_total = time.perf_counter() - start
