@@ -79,13 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _task_from_args(args) -> list:
+def _report_skip(problems: list[str]):
+    def note(message: str) -> None:
+        problems.append(message)
+        print(f"egcfg: {message}", file=sys.stderr)
+
+    return note
+
+
+def _task_from_args(args, problems: list[str]) -> list:
     from .task import load_tasks, task_from_dict
 
     if args.task_file and args.prompt:
         raise EgcfgError("give either a task file or --prompt, not both")
     if args.task_file:
-        return load_tasks(args.task_file)
+        return load_tasks(args.task_file, on_invalid=_report_skip(problems))
     if not args.prompt:
         raise EgcfgError("give a task file, or --prompt with --entry-point and --test")
     if not args.entry_point:
@@ -124,11 +132,12 @@ def cmd_solve(args) -> int:
     from .lm import load_model
     from .solver import solve
 
-    tasks = _task_from_args(args)
+    problems: list[str] = []
+    tasks = _task_from_args(args, problems)
     config = _config_from_args(args)
     model = load_model(args.model, n_ctx=config.n_ctx)
     outputs = []
-    all_passed = True
+    all_passed = not problems  # a skipped malformed task counts as not solved
     with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
         for task in tasks:
             result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain)
@@ -165,7 +174,7 @@ def cmd_trace(args) -> int:
         raise EgcfgError(f"{path}: cannot read: {exc}") from None
     if args.timeout <= 0:
         raise EgcfgError("--timeout must be > 0")
-    with Sandbox(Limits(timeout=args.timeout)) as sandbox:
+    with Sandbox(Limits(timeout=args.timeout), warm=0) as sandbox:
         result = sandbox.run(program, invocation=args.call, stdin=args.stdin)
         mode = sandbox.mode
     if args.json:

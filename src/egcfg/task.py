@@ -11,7 +11,7 @@ import ast
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import EgcfgError
 
@@ -113,8 +113,13 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
     return task.validate()
 
 
-def load_tasks(path: str | Path) -> list[Task]:
-    """Read one task or a list of tasks from a JSON file."""
+def load_tasks(path: str | Path, on_invalid: Callable[[str], None] | None = None) -> list[Task]:
+    """Read one task or a list of tasks from a JSON file.
+
+    A malformed task raises EgcfgError, unless ``on_invalid`` is given and the file holds a list:
+    then each bad task is reported through ``on_invalid(message)`` and skipped, so one broken entry
+    does not cost the others (the error is still raised when no task at all is usable).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -126,7 +131,19 @@ def load_tasks(path: str | Path) -> list[Task]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EgcfgError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    items = data if isinstance(data, list) else [data]
-    if not items:
+    if not isinstance(data, list):
+        return [task_from_dict(data, str(path))]
+    if not data:
         raise EgcfgError(f"{path}: the list of tasks is empty")
-    return [task_from_dict(item, f"{path}" + (f"[{i}]" if isinstance(data, list) else "")) for i, item in enumerate(items)]
+    tasks, problems = [], []
+    for i, item in enumerate(data):
+        try:
+            tasks.append(task_from_dict(item, f"{path}[{i}]"))
+        except EgcfgError as exc:
+            if on_invalid is None:
+                raise
+            problems.append(str(exc))
+            on_invalid(f"skipping {exc}")
+    if not tasks:
+        raise EgcfgError(f"{path}: no usable task ({len(problems)} malformed; first: {problems[0]})")
+    return tasks

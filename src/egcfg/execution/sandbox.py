@@ -31,9 +31,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -181,22 +182,72 @@ def _limits_preexec(limits: Limits):
     return preexec
 
 
+@dataclass
+class _Started:
+    """A sandboxed interpreter that is up and waiting for its one job on stdin."""
+
+    proc: subprocess.Popen
+    result_fd: int
+    scratch: str | None
+
+    def discard(self) -> None:
+        _kill_tree(self.proc)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            os.close(self.result_fd)
+        except OSError:
+            pass
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_logged_mode = False
+
+
 class Sandbox:
     """Runs programs under the tracer, isolated and limited; several at once in a thread pool.
 
     The threads only wait on child processes; all CPU work happens in the children, so a pool as
     large as the core count keeps the machine busy.
+
+    Cheap spawn path: ``warm`` interpreters are started ahead of time, each already inside its
+    sandbox and blocked reading its job. A run takes one and immediately starts its replacement, so
+    the start-up of bwrap and Python overlaps the previous run. Every run still gets a fresh process
+    that has never executed other code: nothing is shared between runs.
     """
 
-    def __init__(self, limits: Limits | None = None, workers: int | None = None):
+    def __init__(self, limits: Limits | None = None, workers: int | None = None, warm: int | None = None):
+        global _logged_mode
         self.limits = limits or Limits()
         self.mode = isolation()
+        if not _logged_mode:
+            _logged_mode = True
+            if self.mode == "bubblewrap":
+                log.info("sandbox: bubblewrap (namespaces, read-only system, private /tmp, no network) + rlimits")
+            else:
+                log.warning("sandbox: bubblewrap unavailable; falling back to rlimits + separate session "
+                            "(no file-system or network isolation)")
         self.workers = workers or max(1, os.cpu_count() or 1)
+        self.warm = self.workers if warm is None else warm
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="egcfg-run")
+        self._ready: list[_Started] = []
+        self._lock = threading.Lock()
+        self._closed = False
         self.runs = 0
+        for _ in range(self.warm):
+            self._prestart()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        with self._lock:
+            self._closed = True
+            ready, self._ready = self._ready, []
+        for started in ready:
+            started.discard()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -222,12 +273,45 @@ class Sandbox:
         payload = b"%d\n" % len(job) + job + stdin.encode("utf-8", "replace")
         start = time.monotonic()
         try:
-            return self._spawn(payload, timeout, limits, start)
+            # A pre-started process has its CPU limit set for the default timeout; longer runs start fresh.
+            started = self._take() if timeout <= limits.timeout else None
+            if started is None:
+                started = self._start(limits if timeout <= limits.timeout else replace(limits, timeout=timeout))
         except OSError as exc:
             return RunResult(status="error", exception=f"could not start the sandbox: {exc}",
                              seconds=time.monotonic() - start)
+        try:
+            out, err, report, timed_out = _communicate(started.proc, payload, started.result_fd,
+                                                       timeout + KILL_GRACE, limits.max_output)
+        finally:
+            started.discard()
+        return _result(started.proc.returncode, out, err, report, timed_out, timeout, time.monotonic() - start)
 
-    def _spawn(self, payload: bytes, timeout: float, limits: Limits, start: float) -> RunResult:
+    def _take(self) -> _Started | None:
+        with self._lock:
+            started = self._ready.pop() if self._ready else None
+        if started is not None:
+            if started.proc.poll() is not None:  # died while waiting (should not happen): don't use it
+                started.discard()
+                started = None
+            self._prestart()
+        return started
+
+    def _prestart(self) -> None:
+        if self.warm <= 0:
+            return
+        try:
+            started = self._start(self.limits)
+        except OSError as exc:
+            log.debug("could not pre-start a sandbox: %s", exc)
+            return
+        with self._lock:
+            if not self._closed:
+                self._ready.append(started)
+                return
+        started.discard()
+
+    def _start(self, limits: Limits) -> _Started:
         result_r, result_w = os.pipe()
         scratch = None
         try:
@@ -245,19 +329,12 @@ class Sandbox:
             )
         except BaseException:
             os.close(result_r)
-            os.close(result_w)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
             raise
-        os.close(result_w)
-        try:
-            out, err, report, timed_out = _communicate(proc, payload, result_r, timeout + KILL_GRACE, limits.max_output)
         finally:
-            _kill_tree(proc)
-            os.close(result_r)
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-        return _result(proc.returncode, out, err, report, timed_out, timeout, time.monotonic() - start)
+            os.close(result_w)
+        return _Started(proc=proc, result_fd=result_r, scratch=scratch)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:

@@ -141,7 +141,7 @@ class Recorder:
         elif event == "exception":
             exc_type, exc_value = arg[0], arg[1]
             if state[0] is not None:
-                self.add(["line", state[0], self._changes(frame, state), self.depth])
+                self._changes(frame, state)  # the line did not complete: its record is the exception
                 state[0] = None
             if exc_type is not RunTimeout:
                 self.add(["exception", state[0] or frame.f_lineno, describe(exc_type, exc_value), self.depth])

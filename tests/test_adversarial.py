@@ -1,0 +1,217 @@
+"""Hostile programs: the host must be unaffected and egcfg must keep working.
+
+Each program runs through `egcfg trace` (the CLI, exactly as candidates run) and, all together,
+through the engine's execution path, next to a benign program whose result must not be lost.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+MARK = uuid.uuid4().hex[:8]
+HOST_TMP = Path("/tmp") / f"egcfg-canary-{MARK}"
+HOME_FILE = Path.home() / f"egcfg-pwned-{MARK}"
+PROJECT_FILE = ROOT / f"PWNED-{MARK}"
+SLEEP = 4000 + int(MARK, 16) % 900  # a sleep duration no other process uses
+SECRET = f"s3cret-{MARK}"
+
+
+def hostile_programs(port: int) -> dict[str, tuple[str, str | None]]:
+    """name -> (program, invocation)."""
+    return {
+        "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", None),
+        "thread_bomb": ("import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,)).start()\n", None),
+        "memory_bomb_one_block": ("x = bytearray(50 * 1024 ** 3)\n", None),
+        "memory_bomb_growing": ("chunks = []\nwhile True:\n    chunks.append(b'x' * 10 ** 7)\n", None),
+        "infinite_loop": ("def f():\n    while True:\n        pass\n", "f()"),
+        "deep_recursion": ("def f(n):\n    return f(n + 1)\n", "f(0)"),
+        "c_stack_overflow": ("import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(n):\n    return f(n + 1)\nf(0)\n", None),
+        "write_home": (f"import os\nopen(os.path.expanduser('~/egcfg-pwned-{MARK}'), 'w').write('x')\n"
+                       f"open('{HOME_FILE}', 'w').write('x')\n", None),
+        "write_host_tmp": (f"open('{HOST_TMP}', 'w').write('pwned')\n", None),
+        "write_project": (f"open('{PROJECT_FILE}', 'w').write('pwned')\n", None),
+        "delete_files": (f"import os, shutil\nos.remove('{HOST_TMP}')\nshutil.rmtree('{ROOT / 'src'}')\n", None),
+        "delete_system": ("import shutil\nshutil.rmtree('/usr/share', ignore_errors=False)\n", None),
+        "read_host_env": ("import os\nprint(dict(os.environ))\nprint(open('/proc/1/environ').read())\n", None),
+        "read_host_files": (f"print(open('{ROOT / 'README.md'}').read())\nprint(open('/etc/passwd').read())\n", None),
+        "connect_localhost": (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.send(b'hi')\n", None),
+        "spawn_shell_background": (f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep {SLEEP} &'])\n"
+                                   f"subprocess.Popen(['sleep', '{SLEEP}'])\n", None),
+        "daemon_own_session": (f"import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                               f"        os.execvp('sleep', ['sleep', '{SLEEP}'])\n    os._exit(0)\n", None),
+        "kill_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", None),
+        "kill_everything": ("import os, signal\nos.kill(-1, signal.SIGKILL)\n", None),
+        "ignore_sigterm": ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n", None),
+        "cancel_timer": ("import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n", None),
+        "os_exit_mid_trace": ("def f(n):\n    import os\n    total = n\n    os._exit(0)\n", "f(3)"),
+        "sys_exit_mid_trace": ("def f(n):\n    import sys\n    sys.exit(0)\n", "f(3)"),
+        "disable_tracer": ("import sys\ndef f(n):\n    sys.settrace(None)\n    return n * 2\n", "f(4)"),
+        "replace_tracer": ("import sys\ndef f(n):\n    sys.settrace(lambda *a: None)\n    return n\n", "f(1)"),
+        "replace_builtins": ("import builtins\nbuiltins.repr = None\nbuiltins.print = None\nbuiltins.str = None\ndef f():\n    return [1, 2]\n", "f()"),
+        "hostile_repr": ("class X:\n    def __repr__(self):\n        raise SystemExit(0)\ndef f():\n    x = X()\n    return x\n", "f()"),
+        "ctypes_segfault": ("import ctypes\nctypes.string_at(0)\n", None),
+        "huge_print": ("print('x' * 10 ** 8)\n", None),
+        "endless_print": ("while True:\n    print('y' * 1000)\n", None),
+        "raw_fd_flood": ("import os\nwhile True:\n    os.write(1, b'z' * 65536)\n    os.write(2, b'e' * 65536)\n", None),
+        "endless_stdin": ("import sys\nwhile True:\n    sys.stdin.read(1)\n", None),
+        "huge_file": ("with open('/tmp/big', 'wb') as f:\n    while True:\n        f.write(b'0' * 10 ** 6)\n", None),
+        "raise_limits": ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n", None),
+        "close_result_pipe": ("import os\nfor fd in range(3, 256):\n    try:\n        os.close(fd)\n    except OSError:\n        pass\n", None),
+    }
+
+
+EXPECTED_NOT_OK = {
+    # Programs that must never count as a clean run.
+    "fork_bomb", "thread_bomb", "memory_bomb_one_block", "memory_bomb_growing", "infinite_loop", "deep_recursion",
+    "c_stack_overflow", "write_project", "delete_files", "delete_system",
+    "read_host_files", "connect_localhost", "ignore_sigterm", "cancel_timer", "os_exit_mid_trace",
+    "sys_exit_mid_trace", "ctypes_segfault", "endless_print", "raw_fd_flood", "endless_stdin", "huge_file",
+    "raise_limits", "close_result_pipe",
+}
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A TCP server on 127.0.0.1 that records every connection it gets."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    got = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                got.append(conn.recv(16))
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], got
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def canaries():
+    HOST_TMP.write_text("canary")
+    yield
+    HOST_TMP.unlink(missing_ok=True)
+
+
+def leftover_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"sleep {SLEEP}" in cmd:
+                found.append(f"{entry.name}: {cmd}")
+    return found
+
+
+def assert_host_unaffected(got_connections):
+    assert HOST_TMP.read_text() == "canary"
+    assert not HOME_FILE.exists()
+    assert not PROJECT_FILE.exists()
+    assert (ROOT / "src" / "egcfg" / "engine.py").is_file()
+    assert Path("/usr/share").is_dir()
+    assert got_connections == []
+    time.sleep(0.1)
+    assert leftover_processes() == []
+
+
+def run_cli(tmp_path, name, program, call):
+    path = tmp_path / f"{name}.py"
+    path.write_text(program)
+    args = [sys.executable, "-m", "egcfg", "trace", str(path), "--json", "--timeout", "1"]
+    if call:
+        args += ["--call", call]
+    env = dict(os.environ, EGCFG_TEST_SECRET=SECRET)
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+
+@pytest.mark.parametrize("name", sorted(hostile_programs(0)))
+def test_hostile_program_through_cli(name, tmp_path, listener, canaries):
+    port, got = listener
+    program, call = hostile_programs(port)[name]
+    out = run_cli(tmp_path, name, program, call)
+    # egcfg itself survived and reported an outcome (1 = the program did not finish cleanly).
+    assert out.returncode in (0, 1), (out.returncode, out.stderr[-500:])
+    assert "Traceback" not in out.stderr
+    data = json.loads(out.stdout)
+    assert data["status"] in ("returned", "completed", "raised", "exited", "timeout", "crashed")
+    if name in EXPECTED_NOT_OK:
+        assert data["status"] not in ("returned", "completed"), data
+    assert SECRET not in out.stdout
+    assert len(out.stdout) < 400_000  # outputs are capped
+    if name == "disable_tracer":
+        assert data["status"] == "returned" and data["value"] == "8"
+    assert_host_unaffected(got)
+
+
+def test_hostile_programs_through_the_engine(listener, canaries):
+    """All hostile programs in one batch of the engine's execution path, with a benign one among them."""
+    from egcfg import task_from_dict
+    from egcfg.engine import Stats, _Trace, verify
+    from egcfg.execution.sandbox import Limits, Sandbox
+
+    port, got = listener
+    programs = {name: prog for name, (prog, _) in hostile_programs(port).items()}
+    benign = "def f(x):\n    return x + 1\n"
+    task = task_from_dict({"task_id": "hostile", "prompt": "p", "entry_point": "f", "tests": ["assert f(1) == 2"]})
+    stats = Stats()
+    with Sandbox(Limits(timeout=1.0)) as sandbox:
+        traces = _Trace(sandbox, task, stats)
+        batch = sorted(programs.values()) + [benign]
+        results = traces.run(batch)
+        assert len(results) == len(batch)
+        benign_run = results[-1].runs[0][1]
+        assert benign_run.status == "returned" and benign_run.value == "2"
+        for cand in results[:-1]:
+            assert cand.runs[0][1].status in ("returned", "completed", "raised", "exited", "timeout", "crashed")
+        # Verification of a hostile final program is a failure, never a pass, and the sandbox still works.
+        # (each attacks at module level, before the asserts would run)
+        attackers = [programs["kill_parent"], programs["fork_bomb"], programs["close_result_pipe"],
+                     "import os\nos._exit(0)\n"]
+        for attack in attackers:
+            verdict = verify("def f(x):\n    return x + 1\n" + attack, task, sandbox, stats)
+            assert not verdict[0]["passed"], attack
+        assert verify(benign, task, sandbox, stats)[0]["passed"]
+    assert stats.executions == len(batch) + 5
+    assert_host_unaffected(got)
+
+
+@pytest.mark.model
+def test_engine_survives_a_task_whose_tests_are_hostile(model, listener, canaries):
+    """A real solve where every traced invocation tries to kill egcfg and fork-bomb the machine."""
+    from egcfg import Config, solve, task_from_dict
+
+    port, got = listener
+    evil = "__import__('os').kill(__import__('os').getppid(), 9) or __import__('os').fork() or 1"
+    task = task_from_dict({
+        "task_id": "hostile-tests", "prompt": "Return x + 1.", "entry_point": "inc",
+        "tests": [f"assert inc({evil}) == 2", "assert inc(1) == 2"],
+    })
+    result = solve(task, model=model, config=Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=80))
+    assert result.stats.executions > 0 and result.stats.refreshes > 0
+    assert "def inc(" in result.code
+    assert_host_unaffected(got)
