@@ -220,14 +220,19 @@ class Sandbox:
     that has never executed other code: nothing is shared between runs.
     """
 
-    def __init__(self, limits: Limits | None = None, workers: int | None = None, warm: int | None = None):
+    def __init__(self, limits: Limits | None = None, workers: int | None = None, warm: int | None = None,
+                 mode: str | None = None):
         global _logged_mode
         self.limits = limits or Limits()
-        self.mode = isolation()
+        if mode not in (None, "bubblewrap", "rlimits"):
+            raise ValueError(f"unknown sandbox mode {mode!r}")
+        self.mode = mode or isolation()
         if not _logged_mode:
             _logged_mode = True
             if self.mode == "bubblewrap":
                 log.info("sandbox: bubblewrap (namespaces, read-only system, private /tmp, no network) + rlimits")
+            elif mode == "rlimits":
+                log.info("sandbox: rlimits + separate session only, as requested (no isolation)")
             else:
                 log.warning("sandbox: bubblewrap unavailable; falling back to rlimits + separate session "
                             "(no file-system or network isolation)")
