@@ -165,13 +165,9 @@ def cmd_trace(args) -> int:
     from .execution.render import render_run
     from .execution.sandbox import Limits, Sandbox
 
-    path = Path(args.program)
-    try:
-        program = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EgcfgError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EgcfgError(f"{path}: cannot read: {exc}") from None
+    from .task import read_user_file
+
+    program = read_user_file(Path(args.program))
     if args.timeout <= 0:
         raise EgcfgError("--timeout must be > 0")
     with Sandbox(Limits(timeout=args.timeout), warm=0) as sandbox:

@@ -113,6 +113,16 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
     return task.validate()
 
 
+def read_user_file(path: Path) -> str:
+    """A text file the user named, or EgcfgError with a one-line reason."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EgcfgError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EgcfgError(f"{path}: cannot read: {exc}") from None
+
+
 def load_tasks(path: str | Path, on_invalid: Callable[[str], None] | None = None) -> list[Task]:
     """Read one task or a list of tasks from a JSON file.
 
@@ -121,12 +131,7 @@ def load_tasks(path: str | Path, on_invalid: Callable[[str], None] | None = None
     does not cost the others (the error is still raised when no task at all is usable).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EgcfgError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EgcfgError(f"{path}: cannot read: {exc}") from None
+    text = read_user_file(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
