@@ -73,3 +73,22 @@ def test_solve_json_one_off(egcfg_cli, model_path):
     assert data["stats"]["refreshes"] > 0
     assert out.returncode == (0 if data["passed"] else 1)
     assert "def bigger(" in data["code"]
+
+
+@pytest.mark.model
+def test_a_malformed_task_in_a_list_is_reported_and_skipped(tmp_path, egcfg_cli, model_path):
+    tasks = [
+        {"task_id": "broken-tests", "prompt": "p", "entry_point": "f", "tests": ["assert f(1) =="]},
+        {"task_id": "no-entry-point", "prompt": "p", "tests": ["assert f(1) == 1"]},
+        {"task_id": "good", "prompt": "Return the larger of two numbers.", "entry_point": "bigger",
+         "tests": ["assert bigger(1, 2) == 2"]},
+    ]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    out = egcfg_cli("solve", str(path), "--gamma", "0", "--max-tokens", "60", "--json")
+    assert "skipping" in out.stderr and "broken-tests" not in out.stdout
+    assert "'broken-tests'" in out.stderr and "not valid Python" in out.stderr
+    assert "'no-entry-point': missing field 'entry_point'" in out.stderr
+    data = json.loads(out.stdout)
+    assert data["task_id"] == "good" and "def bigger(" in data["code"]
+    assert out.returncode == 1  # skipped tasks are not solved

@@ -48,7 +48,9 @@ class Task:
         if not self.tests and not self.io_tests:
             raise EgcfgError(f"{where}: needs visible tests: field 'tests' (asserts) or 'io_tests'")
         if self.tests:
-            if not self.entry_point or not self.entry_point.isidentifier():
+            if self.entry_point is None:
+                raise EgcfgError(f"{where}: missing field 'entry_point' (the function the tests call)")
+            if not self.entry_point.isidentifier():
                 raise EgcfgError(f"{where}: field 'entry_point' must be a Python function name, got {self.entry_point!r}")
             for i, test in enumerate(self.tests + self.hidden_tests):
                 name = "tests" if i < len(self.tests) else "hidden_tests"
