@@ -18,6 +18,14 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium checks the HTML report in the tests (Debian package; optional for normal use).
+if [ "${EGCFG_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium (for the HTML report test)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "setup: could not install chromium; the HTML report test will fail" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   "$PYTHON" -m venv .venv

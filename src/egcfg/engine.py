@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -99,21 +100,26 @@ class _Trace:
         """(label, sandbox job) for each visible test of the task."""
         task = self.task
         if task.is_io:
-            return [(f"Input:\n{t.input.rstrip()[:300]}", {"program": program, "stdin": t.input}) for t in task.io_tests]
+            return [(f"Input:\n{t.input.rstrip()[:300]}", {"program": program, "stdin": t.input, "prelude": task.prelude})
+                    for t in task.io_tests]
         setup = task.test_setup.strip()
         full = program if not setup else program.rstrip() + "\n\n" + setup + "\n"
         out = []
         for test in task.tests:
             call = prog.invocation_from_assert(test, task.entry_point)
-            out.append((f"Invocation: {call}", {"program": full, "invocation": call}))
+            out.append((f"Invocation: {call}", {"program": full, "invocation": call, "prelude": task.prelude}))
         return out
+
+    @staticmethod
+    def key(job: dict) -> tuple:
+        return (job["program"], job.get("invocation"), job.get("stdin", ""), job.get("prelude", ""))
 
     def run(self, programs: list[str]) -> list[CandidateRuns]:
         planned = [(p, self.jobs(p)) for p in programs]
         todo = {}
         for _, jobs in planned:
             for _, job in jobs:
-                key = (job["program"], job.get("invocation"), job.get("stdin", ""))
+                key = self.key(job)
                 if key not in self.cache and key not in todo:
                     todo[key] = job
         if todo:
@@ -123,7 +129,7 @@ class _Trace:
             self.stats.executions += len(results)
             self.cache.update(zip(todo.keys(), results))
         return [
-            CandidateRuns(program=p, runs=tuple((label, self.cache[(job["program"], job.get("invocation"), job.get("stdin", ""))]) for label, job in jobs))
+            CandidateRuns(program=p, runs=tuple((label, self.cache[self.key(job)]) for label, job in jobs))
             for p, jobs in planned
         ]
 
@@ -133,17 +139,19 @@ def _io_output_matches(actual: str, expected: str) -> bool:
     return norm(actual) == norm(expected)
 
 
-def verify(code: str, task: Task, sandbox: Sandbox, stats: Stats, tests: str = "visible") -> list[dict]:
-    """Run ``code`` on the task's visible (or hidden) tests, untraced. One dict per test."""
+def verify(code: str, task: Task, sandbox: Sandbox, stats: Stats) -> list[dict]:
+    """Run ``code`` on the task's visible tests, untraced. One dict per test.
+    (Hidden tests are never run here: scoring lives in bench/protocol.py.)"""
     start = time.perf_counter()
     if task.is_io:
-        cases = task.io_tests if tests == "visible" else task.hidden_io_tests
-        results = sandbox.run_many([{"program": code, "stdin": c.input, "trace": False} for c in cases])
+        cases = task.io_tests
+        results = sandbox.run_many([{"program": code, "stdin": c.input, "trace": False, "prelude": task.prelude} for c in cases])
         out = [{"test": c.input[:200], "passed": r.ok and _io_output_matches(r.stdout, c.output),
                 "status": r.status, "detail": (r.exception or r.stdout[:200])} for c, r in zip(cases, results)]
     else:
-        cases = task.tests if tests == "visible" else task.hidden_tests
-        results = sandbox.run_many([{"program": prog.program_with_test(code, t, task.test_setup), "trace": False} for t in cases])
+        cases = task.tests
+        results = sandbox.run_many([{"program": prog.program_with_test(code, t, task.test_setup), "trace": False,
+                                     "prelude": task.prelude} for t in cases])
         out = [{"test": t, "passed": r.status == "completed", "status": r.status, "detail": r.exception or ""}
                for t, r in zip(cases, results)]
     stats.executions += len(results)
@@ -181,13 +189,18 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text))
 
-    def run(self, gamma: float, traces: _Trace | None = None, stats: Stats | None = None) -> Attempt:
+    def run(self, gamma: float, traces: _Trace | None = None, stats: Stats | None = None,
+            cancelled: Callable[[], bool] | None = None) -> Attempt:
+        """Decode one program at guidance strength ``gamma``. ``cancelled`` is polled at each line
+        boundary (another agent already solved the task): the attempt then ends with stop reason
+        "cancelled" and is not verified."""
         cfg = self.config
         stats = stats or Stats()
         traces = traces or _Trace(self.sandbox, self.task, stats)
         traces.stats = stats
         self._traces = traces
-        guide = gamma != 0.0 or cfg.always_refresh
+        has_tests = bool(self.task.tests or self.task.io_tests)
+        guide = has_tests and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
         # Seeded per attempt, not per gamma: every attempt reaches its first guided line in the same
         # state (the lines before are greedy), so it samples the same candidates, whose traces are
         # cached and whose signal is already in DYN's cache.
@@ -213,6 +226,9 @@ class Generator:
             sol_stale = False           # SOL lags behind `generated` (skipped while gamma == 1)
             while len(generated) < cfg.max_tokens:
                 at_boundary = line_start == len(text)
+                if at_boundary and cancelled is not None and cancelled():
+                    stop_reason = "cancelled"
+                    break
                 if at_boundary and active and guide and dyn_logits is None:
                     if sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
                         sol_logits, sol_stale = self._catch_up(session, generated, stats), False
@@ -288,10 +304,13 @@ class Generator:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
         body = bytes(text if cut is None else text[:cut]).decode("utf-8", "replace")
         code = self._final_code(body)
-        tests = verify(code, self.task, self.sandbox, stats) if code.strip() else []
+        tests = verify(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
         n_pass = sum(t["passed"] for t in tests)
         stats.seconds_total += time.perf_counter() - t_start
-        return Attempt(gamma=gamma, code=code, passed=bool(tests) and n_pass == len(tests), tests_passed=n_pass,
+        # Passing = every visible test passes (vacuously true for a task that shows none).
+        passed = (bool(code.strip()) and stop_reason != "cancelled" and n_pass == len(tests)
+                  and (bool(tests) or not has_tests))
+        return Attempt(gamma=gamma, code=code, passed=passed, tests_passed=n_pass,
                        tests_total=len(tests) or len(self.task.tests) or len(self.task.io_tests),
                        stop_reason=stop_reason, stats=stats, lines=lines if self.explain else [], test_results=tests,
                        tokens=generated)

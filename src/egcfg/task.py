@@ -31,8 +31,11 @@ class Task:
     hidden_tests: tuple[str, ...] = ()
     io_tests: tuple[IOTest, ...] = ()
     hidden_io_tests: tuple[IOTest, ...] = ()
-    # Code the tests need before they run (MBPP's test_setup_code, imports); executed with the tests.
+    # Code the tests need before they run (MBPP's test_setup_code); executed after the code, before the tests.
     test_setup: str = ""
+    # Code the prompt defines that the solution may rely on (HumanEval's imports and helper functions);
+    # executed, untraced, before every candidate and final program.
+    prelude: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -45,9 +48,10 @@ class Task:
         where = f"task {self.task_id!r}"
         if not self.prompt.strip():
             raise EgcfgError(f"{where}: field 'prompt' is empty")
-        if not self.tests and not self.io_tests:
+        if not self.tests and not self.io_tests and not (self.entry_point and self.hidden_tests):
+            # (benchmark tasks whose prompt shows no example may have hidden tests only)
             raise EgcfgError(f"{where}: needs visible tests: field 'tests' (asserts) or 'io_tests'")
-        if self.tests:
+        if self.tests or self.hidden_tests:
             if self.entry_point is None:
                 raise EgcfgError(f"{where}: missing field 'entry_point' (the function the tests call)")
             if not self.entry_point.isidentifier():
@@ -58,11 +62,11 @@ class Task:
                     ast.parse(test)
                 except SyntaxError as exc:
                     raise EgcfgError(f"{where}: field {name!r} has a test that is not valid Python ({exc.msg}, line {exc.lineno}): {test[:80]!r}") from None
-        if self.test_setup:
+        for name in ("test_setup", "prelude"):
             try:
-                ast.parse(self.test_setup)
+                ast.parse(getattr(self, name))
             except SyntaxError as exc:
-                raise EgcfgError(f"{where}: field 'test_setup' is not valid Python ({exc.msg})") from None
+                raise EgcfgError(f"{where}: field {name!r} is not valid Python ({exc.msg})") from None
         return self
 
 
@@ -99,9 +103,9 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
     entry = obj.get("entry_point")
     if entry is not None and not isinstance(entry, str):
         raise EgcfgError(f"{where}: field 'entry_point' must be a string")
-    setup = obj.get("test_setup", "")
-    if not isinstance(setup, str):
-        raise EgcfgError(f"{where}: field 'test_setup' must be a string")
+    for key in ("test_setup", "prelude"):
+        if not isinstance(obj.get(key, ""), str):
+            raise EgcfgError(f"{where}: field {key!r} must be a string")
     task = Task(
         task_id=str(obj["task_id"]),
         prompt=obj["prompt"],
@@ -110,7 +114,8 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
         hidden_tests=_strings(obj, "hidden_tests", where),
         io_tests=_io_tests(obj, "io_tests", where),
         hidden_io_tests=_io_tests(obj, "hidden_io_tests", where),
-        test_setup=setup,
+        test_setup=obj.get("test_setup", ""),
+        prelude=obj.get("prelude", ""),
     )
     return task.validate()
 

@@ -265,13 +265,14 @@ class Sandbox:
         return list(self._pool.map(lambda job: self.run(**job), jobs))
 
     def run(self, program: str, invocation: str | None = None, stdin: str = "", trace: bool = True,
-            timeout: float | None = None) -> RunResult:
-        """Run ``program`` (then evaluate ``invocation``, if given) in a fresh sandboxed process."""
+            timeout: float | None = None, prelude: str = "") -> RunResult:
+        """Run ``program`` (then evaluate ``invocation``, if given) in a fresh sandboxed process.
+        ``prelude`` runs first, untraced (a task's own imports and helpers)."""
         self.runs += 1
         limits = self.limits
         timeout = limits.timeout if timeout is None else timeout
         job = json.dumps({
-            "program": program, "invocation": invocation, "timeout": timeout, "trace": trace,
+            "program": program, "invocation": invocation, "timeout": timeout, "trace": trace, "prelude": prelude,
             "head": limits.trace_head, "tail": limits.trace_tail, "max_stdout": limits.max_stdout_chars,
             "drop_to": NOBODY if (self.mode == "bubblewrap" and os.geteuid() == 0) else None,
         }).encode("utf-8", "replace")

@@ -206,10 +206,12 @@ def main():
     invocation = job.get("invocation")
     start = _now()
     try:
+        prelude = compile(job.get("prelude") or "", "<prelude>", "exec")
         code = compile(job["program"], CANDIDATE, "exec")
         call = compile(invocation, "<call>", "eval") if invocation else None
         signal.setitimer(signal.ITIMER_REAL, timeout)
         # Module level is traced only for stdin/stdout programs: for function tasks it is just defs.
+        exec(prelude, namespace)  # the task's own imports and helpers: not the candidate's behaviour
         if tracing and call is None:
             sys.settrace(recorder.trace)
         exec(code, namespace)

@@ -1,0 +1,1 @@
+"""Benchmarks: dataset loaders, evaluation protocols, the run store, running and reporting."""

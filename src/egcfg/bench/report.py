@@ -1,0 +1,90 @@
+"""Reports of a finished (or partly finished) run: pass@1 on hidden tests, the greedy baseline on
+the same tasks, RSR, per-gamma and per-agent contributions, and cost."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .protocol import rsr
+from .store import Store
+
+COST_KEYS = ("tokens_decoded", "tokens_prefilled", "candidate_tokens", "executions", "seconds_total")
+
+
+def _pct(num: int, den: int) -> float | None:
+    return round(100.0 * num / den, 2) if den else None
+
+
+def summarize(store: Store) -> dict:
+    meta = store.meta()
+    tasks = store.tasks()
+    attempts = store.attempts()
+    done = {t["task_id"] for t in tasks}
+    attempts = [a for a in attempts if a["task_id"] in done]
+    agents = [a["name"] for a in meta.get("agents", [])] or sorted({a["agent"] for a in attempts})
+    n = len(tasks)
+    solved = sum(t["passed_hidden"] for t in tasks)
+
+    # Baseline: the first agent's gamma-0 attempt (plain greedy, same prompt) on the same tasks.
+    first = agents[0] if agents else None
+    greedy = {a["task_id"]: a for a in attempts if a["agent"] == first and a["gamma"] == 0.0}
+    base = None
+    if n and len(greedy) == n and all(g["passed_hidden"] is not None for g in greedy.values()):
+        base = _pct(sum(g["passed_hidden"] for g in greedy.values()), n)
+    accuracy = _pct(solved, n)
+
+    per_gamma = defaultdict(lambda: {"attempts": 0, "passed_hidden": 0, "final_from": 0, "final_solved": 0})
+    for a in attempts:
+        row = per_gamma[a["gamma"]]
+        row["attempts"] += 1
+        row["passed_hidden"] += bool(a["passed_hidden"])
+    per_agent = defaultdict(lambda: {"final_from": 0, "final_solved": 0, "attempts": 0})
+    for a in attempts:
+        per_agent[a["agent"]]["attempts"] += 1
+    for t in tasks:
+        if t["final_gamma"] is not None:
+            per_gamma[t["final_gamma"]]["final_from"] += 1
+            per_gamma[t["final_gamma"]]["final_solved"] += t["passed_hidden"]
+            per_agent[t["final_agent"]]["final_from"] += 1
+            per_agent[t["final_agent"]]["final_solved"] += t["passed_hidden"]
+    for row in per_gamma.values():
+        row["attempt_pass_rate"] = _pct(row["passed_hidden"], row["attempts"])
+    cost = {k: round(sum(t["stats"].get(k, 0) for t in tasks) / n, 2) if n else None for k in COST_KEYS}
+    return {
+        "run": str(store.folder),
+        "benchmark": meta.get("benchmark"), "protocol": meta.get("protocol"), "method": meta.get("method"),
+        "model": meta.get("model"), "agents": len(agents), "command": meta.get("command"), "date": meta.get("date"),
+        "machine": meta.get("machine"),
+        "tasks": n, "tasks_planned": len(meta.get("task_ids", [])) or n, "solved": solved, "pass_at_1": accuracy,
+        "baseline_pass_at_1": base, "rsr": round(rsr(accuracy, base), 2) if (base is not None and accuracy is not None and rsr(accuracy, base) is not None) else None,
+        "visible_pass_rate": _pct(sum(t["passed_visible"] for t in tasks), n),
+        "per_gamma": {str(g): v for g, v in sorted(per_gamma.items())},
+        "per_agent": dict(per_agent),
+        "cost_per_task": cost,
+    }
+
+
+def format_text(s: dict) -> str:
+    lines = [
+        f"run {s['run']}: {s['benchmark']} | protocol {s['protocol']} | method {s['method']} | {s['agents']} agent(s) | model {s['model']}",
+        f"tasks {s['tasks']}/{s['tasks_planned']}  pass@1 (hidden tests, {s['protocol']}) {s['pass_at_1']}%"
+        + (f"  greedy baseline {s['baseline_pass_at_1']}%  RSR {s['rsr']}%" if s["baseline_pass_at_1"] is not None else ""),
+        f"visible tests passed by the final program: {s['visible_pass_rate']}%",
+        "per gamma: " + "; ".join(f"{g}: final for {v['final_from']} tasks ({v['final_solved']} solved), "
+                                  f"attempts {v['attempts']} pass {v['attempt_pass_rate']}%" for g, v in s["per_gamma"].items()),
+        "per agent: " + "; ".join(f"{a}: final for {v['final_from']} ({v['final_solved']} solved)" for a, v in s["per_agent"].items()),
+        "cost per task: " + ", ".join(f"{k} {v}" for k, v in s["cost_per_task"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def format_markdown(s: dict) -> str:
+    rows = [
+        f"# {s['benchmark']}: {s['method']}, {s['agents']} agent(s), protocol {s['protocol']}", "",
+        f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}", f"- model: {s['model']}", "",
+        "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task | executions/task | tokens decoded/task |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {s['tasks']} | {s['pass_at_1']} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "
+        f"{s['cost_per_task']['seconds_total']} | {s['cost_per_task']['executions']} | {s['cost_per_task']['tokens_decoded']} |",
+    ]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,192 @@
+"""Run a benchmark: tasks x agents x gamma schedule, stored as produced, resumable.
+
+Unit of work: one agent's gamma schedule on one task. Units of a task run in parallel worker
+processes (``workers`` > 1, each with its own model) or one after another in this process; when a
+unit's program passes (visible tests; hidden tests under the ``paper`` protocol), the task is marked
+solved and the other units stop at their next line boundary. Every attempt is written to the store
+at once; a resumed run reuses stored attempts and finished tasks.
+
+Final program of a task (honest protocol): the first passing attempt in agent order then gamma
+order; if none passes, the attempt passing the most visible tests (earliest on ties). Only that one
+program is scored on the hidden tests for pass@1. Every attempt is also scored afterwards for the
+per-gamma / per-agent report; those scores never feed back into selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import time
+from typing import Callable
+
+from ..agents import Agent
+from ..engine import Attempt, Generator, Stats, _Trace
+from ..execution.sandbox import Limits, Sandbox
+from ..task import Task
+from .protocol import score
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _lines(attempt: Attempt) -> list[dict]:
+    return [dataclasses.asdict(rec) for rec in attempt.lines]
+
+
+class _Worker:
+    """Model + sandbox of one process; runs units."""
+
+    def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float):
+        from ..lm import load_model
+
+        options = {"n_threads": threads} if threads else {}
+        self.model = load_model(model_spec, **options)
+        self.sandbox = Sandbox(Limits(timeout=run_timeout))
+
+    def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,
+                 is_solved: Callable[[], bool], mark_solved: Callable[[], None]) -> None:
+        stored = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
+        generator = Generator(self.model, task, agent.config, self.sandbox, explain=True)
+        traces = _Trace(self.sandbox, task, Stats())
+        try:
+            for gamma in agent.config.gammas:
+                if is_solved():
+                    return
+                if gamma in stored:  # resumed run: this attempt is already on disk
+                    row = stored[gamma]
+                    ok = bool(row["passed_hidden"]) if protocol == "paper" else bool(row["passed_visible"])
+                else:
+                    reused = self._reuse_greedy(store, task, agent, agents, gamma)
+                    attempt = reused or generator.run(gamma, traces=traces, stats=Stats(), cancelled=is_solved)
+                    if attempt.stop_reason == "cancelled":
+                        return
+                    store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt))
+                    ok = attempt.passed
+                    if protocol == "paper":
+                        ok = score(attempt.code, task, self.sandbox)["passed"]
+                        store.set_attempt_hidden(task.task_id, agent.name, gamma, ok)
+                if ok:
+                    mark_solved()
+                    return
+        finally:
+            generator.close()
+
+    @staticmethod
+    def _reuse_greedy(store: Store, task: Task, agent: Agent, agents: list[Agent], gamma: float) -> Attempt | None:
+        """gamma 0 is plain greedy decoding: identical for agents that share the prompt style and
+        token cap, so it is computed once per task and copied (at zero cost) to the others."""
+        if gamma != 0.0 or agent.config.always_refresh:
+            return None
+        same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
+        for row in store.attempts(task.task_id):
+            if row["gamma"] == 0.0 and row["agent"] in same:
+                return Attempt(gamma=0.0, code=row["code"], passed=bool(row["passed_visible"]),
+                               tests_passed=row["tests_passed"], tests_total=row["tests_total"],
+                               stop_reason=row["stop_reason"], stats=Stats())
+        return None
+
+
+def _greedy_key(agent: Agent) -> tuple:
+    cfg = agent.config
+    return (cfg.prompt_style, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
+
+
+# -- worker processes ---------------------------------------------------------------------------
+_PROCESS_WORKER: _Worker | None = None
+
+
+def _init_process(model_spec, threads, run_timeout):
+    global _PROCESS_WORKER
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    _PROCESS_WORKER = _Worker(model_spec, threads, run_timeout)
+
+
+def _process_unit(folder: str, task: Task, agent: Agent, agents: list[Agent], protocol: str, solved) -> None:
+    store = Store(folder)
+    try:
+        _PROCESS_WORKER.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
+                                 lambda: solved.__setitem__(task.task_id, True))
+    finally:
+        store.close()
+
+
+def finalize(store: Store, task: Task, position: int, agents: list[Agent], protocol: str, sandbox: Sandbox) -> dict:
+    """Pick the task's final program, score it on the hidden tests, store the task row."""
+    index = {a.name: i for i, a in enumerate(agents)}
+
+    def schedule_order(row: dict) -> tuple[int, int]:
+        gammas = list(agents[index[row["agent"]]].config.gammas)
+        return index[row["agent"]], gammas.index(row["gamma"]) if row["gamma"] in gammas else len(gammas)
+
+    rows = sorted((r for r in store.attempts(task.task_id) if r["agent"] in index), key=schedule_order)
+    for row in rows:  # every attempt's hidden score, for the report only
+        if row["passed_hidden"] is None:
+            row["passed_hidden"] = int(score(row["code"], task, sandbox)["passed"])
+            store.set_attempt_hidden(task.task_id, row["agent"], row["gamma"], bool(row["passed_hidden"]))
+    if protocol == "paper":
+        final = next((r for r in rows if r["passed_hidden"]), None)
+    else:
+        final = next((r for r in rows if r["passed_visible"]), None)
+    if final is None and rows:
+        final = max(rows, key=lambda r: (r["tests_passed"], -rows.index(r)))
+    hidden = score(final["code"], task, sandbox) if final else {"passed": False, "status": "no code", "detail": ""}
+    totals: dict = {}
+    for row in rows:
+        for key, value in row["stats"].items():
+            if isinstance(value, (int, float)):
+                totals[key] = totals.get(key, 0) + value
+    totals["attempts"] = len(rows)
+    store.add_task(task.task_id, position, final, bool(final and final["passed_visible"]), hidden, totals)
+    return {"task_id": task.task_id, "passed": hidden["passed"]}
+
+
+def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_spec: str | None = None,
+                  protocol: str = "honest", workers: int = 1, run_timeout: float = 2.0, progress: bool = True) -> list[dict]:
+    done = store.done_tasks()
+    todo = [(i, t) for i, t in enumerate(tasks) if t.task_id not in done]
+    finished = [r for r in store.tasks()]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="task", dynamic_ncols=True)
+
+    def tick(result):
+        finished.append(result)
+        if bar:
+            rate = 100.0 * sum(bool(r.get("passed") or r.get("passed_hidden")) for r in finished) / len(finished)
+            bar.set_postfix_str(f"pass@1 {rate:.1f}% ({protocol})")
+            bar.update(1)
+
+    scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
+    try:
+        if workers <= 1:
+            worker = _Worker(model_spec, None, run_timeout)
+            try:
+                for position, task in todo:
+                    solved = set()
+                    for agent in agents:
+                        worker.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
+                                        lambda: solved.add(task.task_id))
+                    tick(finalize(store, task, position, agents, protocol, scorer))
+            finally:
+                worker.sandbox.close()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ctx.Manager() as manager:
+                solved = manager.dict()
+                with ctx.Pool(workers, initializer=_init_process, initargs=(model_spec, threads, run_timeout)) as pool:
+                    pending = [(pos, task, [pool.apply_async(_process_unit, (str(store.folder), task, agent, agents, protocol, solved))
+                                            for agent in agents]) for pos, task in todo]
+                    for position, task, units in pending:
+                        for unit in units:
+                            unit.get()
+                        tick(finalize(store, task, position, agents, protocol, scorer))
+    finally:
+        scorer.close()
+        if bar:
+            bar.close()
+    return store.tasks()

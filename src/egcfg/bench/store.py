@@ -1,0 +1,98 @@
+"""Results on disk: one SQLite file per run folder, written as results are produced.
+
+Tables: ``meta`` (the run's settings), ``attempts`` (one row per (task, agent, gamma), with code,
+visible outcome, stats and the line-by-line record), ``tasks`` (one row per finished task: the
+final program and its hidden-test score). Several processes may write (WAL mode); every row is
+committed at once, so a killed run loses at most the attempt in progress, and ``--resume`` skips
+what is stored without duplicating it (primary keys).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import EgcfgError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT NOT NULL, agent TEXT NOT NULL, gamma REAL NOT NULL,
+    code TEXT NOT NULL, passed_visible INTEGER NOT NULL, tests_passed INTEGER NOT NULL,
+    tests_total INTEGER NOT NULL, stop_reason TEXT NOT NULL, stats TEXT NOT NULL,
+    lines TEXT NOT NULL DEFAULT '[]', passed_hidden INTEGER, created REAL NOT NULL,
+    PRIMARY KEY (task_id, agent, gamma)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, position INTEGER NOT NULL, final_agent TEXT, final_gamma REAL,
+    code TEXT NOT NULL, passed_visible INTEGER NOT NULL, passed_hidden INTEGER NOT NULL,
+    hidden_status TEXT NOT NULL, hidden_detail TEXT NOT NULL, stats TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+DB_NAME = "results.sqlite"
+
+
+class Store:
+    def __init__(self, folder: str | Path, create: bool = True):
+        self.folder = Path(folder)
+        path = self.folder / DB_NAME
+        if not create and not path.is_file():
+            raise EgcfgError(f"{self.folder}: not a run folder (no {DB_NAME})")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: a row is durable at once
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ------------------------------------------------------------------------------------
+    def meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values) -> None:
+        for key, value in values.items():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- attempts --------------------------------------------------------------------------------
+    def add_attempt(self, task_id: str, agent: str, attempt, lines: list[dict]) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            (task_id, agent, attempt.gamma, attempt.code, int(attempt.passed), attempt.tests_passed,
+             attempt.tests_total, attempt.stop_reason, json.dumps(attempt.stats.to_dict()), json.dumps(lines), time.time()))
+
+    def attempts(self, task_id: str | None = None) -> list[dict]:
+        query = "SELECT * FROM attempts" + (" WHERE task_id = ?" if task_id else "") + " ORDER BY created"
+        cur = self.db.execute(query, (task_id,) if task_id else ())
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur]
+        for row in rows:
+            row["stats"] = json.loads(row["stats"])
+            row["lines"] = json.loads(row["lines"])
+        return rows
+
+    def set_attempt_hidden(self, task_id: str, agent: str, gamma: float, passed: bool) -> None:
+        self.db.execute("UPDATE attempts SET passed_hidden = ? WHERE task_id = ? AND agent = ? AND gamma = ?",
+                        (int(passed), task_id, agent, gamma))
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def add_task(self, task_id: str, position: int, final: dict | None, passed_visible: bool, hidden: dict,
+                 stats: dict) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task_id, position, final and final["agent"], final and final["gamma"], (final or {}).get("code", ""),
+             int(passed_visible), int(hidden["passed"]), hidden["status"], hidden["detail"], json.dumps(stats), time.time()))
+
+    def done_tasks(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT task_id FROM tasks")}
+
+    def tasks(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM tasks ORDER BY position")
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur]
+        for row in rows:
+            row["stats"] = json.loads(row["stats"])
+        return rows

@@ -1,0 +1,161 @@
+"""Benchmark runs: hidden tests are never executed during generation, a killed run resumes with
+nothing lost or duplicated, reports and the HTML page (checked in headless Chromium), agents."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from egcfg import Config, task_from_dict
+from egcfg.agents import STYLES, TEMPERATURES, HORIZONS, load_grid, paper_grid
+from egcfg.errors import EgcfgError
+
+FIXTURE = Path(__file__).parent / "data" / "mbpp_tiny.jsonl"
+MARKER = "HIDDEN_TEST_MARKER_7f3a"
+
+
+class RecordingSandbox:
+    """Wraps a sandbox and remembers the text of everything it was asked to run."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.seen = []
+        self.limits = inner.limits
+
+    def run(self, program, invocation=None, stdin="", trace=True, timeout=None, prelude=""):
+        self.seen.append("\n".join([prelude, program, invocation or "", stdin]))
+        return self.inner.run(program, invocation, stdin, trace, timeout, prelude)
+
+    def run_many(self, jobs):
+        return [self.run(**job) for job in jobs]
+
+
+def test_agent_grid():
+    grid = paper_grid()
+    assert len(grid) == len(TEMPERATURES) * len(HORIZONS) * len(STYLES) == 48
+    assert len({a.name for a in grid}) == 48
+    assert {a.config.gammas for a in grid} == {(0.0, 0.5, 1.0, 3.0)} and {a.config.candidates for a in grid} == {3}
+    first = grid[:4]
+    assert len({a.config.temperature for a in first}) > 1 and len({a.config.prompt_style for a in first}) == 2
+    assert len({a.config.horizon for a in first}) > 1
+
+
+def test_grid_file(tmp_path):
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps([{"name": "a", "temperature": 0.9, "gammas": [0, 1]}, {"horizon": 2}]))
+    agents = load_grid(path)
+    assert agents[0].name == "a" and agents[0].config.gammas == (0.0, 1.0) and agents[1].config.horizon == 2
+    path.write_text(json.dumps([{"temprature": 1}]))
+    with pytest.raises(EgcfgError, match="unknown field"):
+        load_grid(path)
+
+
+@pytest.mark.model
+def test_generation_never_executes_hidden_tests(model, sandbox, tmp_path):
+    from egcfg.agents import Agent
+    from egcfg.bench.runner import _Worker, finalize
+    from egcfg.bench.store import Store
+
+    task = task_from_dict({
+        "task_id": "secret", "prompt": "Return the absolute value of x.", "entry_point": "absolute",
+        "tests": ["assert absolute(-3) == 3", "assert absolute(2) == 2"],
+        "hidden_tests": [f"assert absolute(-7) == 7  # {MARKER}", f"assert absolute(0) == 0  # {MARKER}"],
+    })
+    worker = _Worker.__new__(_Worker)
+    worker.model = model
+    worker.sandbox = RecordingSandbox(sandbox)
+    agent = Agent("a", Config(gammas=(1.0, 3.0), candidates=2, horizon=1, max_tokens=96))
+    store = Store(tmp_path / "run")
+    solved = set()
+    worker.run_unit(store, task, agent, [agent], "honest", lambda: "secret" in solved, lambda: solved.add("secret"))
+    assert worker.sandbox.seen, "generation ran nothing"
+    assert not any(MARKER in text for text in worker.sandbox.seen)
+    # Scoring, after generation, is where the hidden tests run.
+    scorer = RecordingSandbox(sandbox)
+    finalize(store, task, 0, [agent], "honest", scorer)
+    assert any(MARKER in text for text in scorer.seen)
+    store.close()
+
+
+def _bench(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "egcfg", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _rows(db, query):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.model
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, model_path):
+    out = tmp_path / "run"
+    db = out / "results.sqlite"
+    args = ["mbpp", "--data", str(FIXTURE), "--method", "baseline", "--out", str(out), "--no-progress", "--max-tokens", "96"]
+    proc = _bench(args, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if db.exists() and _rows(db, "SELECT count(*) FROM sqlite_master WHERE name='tasks'")[0][0] \
+                and _rows(db, "SELECT count(*) FROM tasks")[0][0] >= 1:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"bench ended before it could be killed: {proc.stderr.read()[-500:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup of any kind
+    proc.wait()
+    before = _rows(db, "SELECT task_id, created FROM tasks")
+    attempts_before = _rows(db, "SELECT task_id, agent, gamma, created FROM attempts")
+    assert 1 <= len(before) < 4
+    # Starting again without --resume is refused: results are never overwritten.
+    again = _bench(args)
+    assert again.wait() == 2 and "--resume" in again.stderr.read()
+    resumed = _bench(args + ["--resume"])
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-800:]
+    after = _rows(db, "SELECT task_id, created FROM tasks")
+    assert sorted(t for t, _ in after) == ["Mbpp/11", "Mbpp/12", "Mbpp/13", "Mbpp/14"]
+    assert set(before) <= set(after)  # finished tasks kept as they were
+    attempts_after = _rows(db, "SELECT task_id, agent, gamma, created FROM attempts")
+    assert set(attempts_before) <= set(attempts_after)
+    assert len(attempts_after) == len({(t, a, g) for t, a, g, _ in attempts_after}) == 4
+    assert "pass@1 (hidden tests, honest)" in stdout
+
+    # The report of the finished run, as text, JSON and a self-contained HTML page.
+    rep = subprocess.run([sys.executable, "-m", "egcfg", "report", str(out), "--json", "--html", str(tmp_path / "r.html")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    summary = json.loads(rep.stdout)
+    solved = _rows(db, "SELECT sum(passed_hidden) FROM tasks")[0][0]
+    assert summary["tasks"] == 4 and summary["pass_at_1"] == pytest.approx(25.0 * solved)
+    assert summary["protocol"] == "honest" and summary["method"] == "baseline"
+    assert summary["baseline_pass_at_1"] == summary["pass_at_1"]  # the baseline run is its own baseline
+    check_html_in_chromium(tmp_path / "r.html", ["Mbpp/11", "Mbpp/14", "pass@1 (hidden tests)"])
+
+
+def check_html_in_chromium(page: Path, must_contain: list[str]) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed for this test (scripts/setup.sh installs it)"
+    profile = page.parent / "chromium-profile"
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={profile}"]
+    dom = subprocess.run(common + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-500:]
+    for text in must_contain:
+        assert text in dom.stdout, text
+    assert dom.stdout.count("<img") == 2 and "data:image/png;base64," in dom.stdout
+    shot = page.parent / "page.png"
+    subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000  # something was rendered
