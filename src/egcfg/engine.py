@@ -169,7 +169,8 @@ class Generator:
         self.sandbox = sandbox
         self.explain = explain
         rendered = model.render_chat(prompts.messages(task, config.prompt_style))
-        self.parts = prompts.split_prompt(rendered)
+        self.start = task.answer_start
+        self.parts = prompts.split_prompt(rendered, self.start)
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
@@ -216,7 +217,8 @@ class Generator:
             generated: list[int] = []
             text = bytearray()          # decoded bytes of `generated`
             line_start = 0              # byte offset where the current line starts
-            active = self.task.is_io    # guidance on from the def line (stdin programs: from the start)
+            # Guidance is on from the def line (stdin programs: from the start; a given signature: at once).
+            active = self.task.is_io or bool(self._def and any(self._def.match(l) for l in self.start.split("\n")))
             seen_body = False
             dyn_logits = None           # set while the current line has a signal
             record: LineRecord | None = None
@@ -303,7 +305,7 @@ class Generator:
         finally:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
         body = bytes(text if cut is None else text[:cut]).decode("utf-8", "replace")
-        code = self._final_code(body)
+        code = self._final_code(self.start + body)
         tests = verify(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
         n_pass = sum(t["passed"] for t in tests)
         stats.seconds_total += time.perf_counter() - t_start
@@ -344,7 +346,7 @@ class Generator:
         """Sample candidates, trace them, build the signal and sync DYN. Returns (dyn logits|None, record)."""
         cfg = self.config
         stats.refreshes += 1
-        code_so_far = text.decode("utf-8", "replace")
+        code_so_far = self.start + text.decode("utf-8", "replace")
         t0 = time.perf_counter()
         sampled = sample_continuations(
             self.model, session, SOL, list(range(FIRST_CANDIDATE, FIRST_CANDIDATE + cfg.candidates)),

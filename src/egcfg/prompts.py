@@ -113,9 +113,10 @@ class PromptParts:
         return "\n\n" + signal
 
 
-def split_prompt(rendered: str) -> PromptParts:
-    """Split a rendered chat (with the assistant turn opened) at the signal slot."""
+def split_prompt(rendered: str, answer_start: str = "") -> PromptParts:
+    """Split a rendered chat (with the assistant turn opened) at the signal slot. The answer opens a
+    ```python block, then ``answer_start`` (code the model is to continue, e.g. a signature)."""
     if rendered.count(SIGNAL_SLOT) != 1:
         raise ValueError("the chat template must render the signal slot exactly once")
     prefix, suffix = rendered.split(SIGNAL_SLOT)
-    return PromptParts(prefix=prefix, suffix=suffix + ANSWER_START)
+    return PromptParts(prefix=prefix, suffix=suffix + ANSWER_START + answer_start)

@@ -36,6 +36,8 @@ class Task:
     # Code the prompt defines that the solution may rely on (HumanEval's imports and helper functions);
     # executed, untraced, before every candidate and final program.
     prelude: str = ""
+    # Code the answer starts with (HumanEval: the signature and docstring): the model continues it.
+    answer_start: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -62,7 +64,7 @@ class Task:
                     ast.parse(test)
                 except SyntaxError as exc:
                     raise EgcfgError(f"{where}: field {name!r} has a test that is not valid Python ({exc.msg}, line {exc.lineno}): {test[:80]!r}") from None
-        for name in ("test_setup", "prelude"):
+        for name in ("test_setup", "prelude"):  # (answer_start is a prefix and need not parse alone)
             try:
                 ast.parse(getattr(self, name))
             except SyntaxError as exc:
@@ -103,7 +105,7 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
     entry = obj.get("entry_point")
     if entry is not None and not isinstance(entry, str):
         raise EgcfgError(f"{where}: field 'entry_point' must be a string")
-    for key in ("test_setup", "prelude"):
+    for key in ("test_setup", "prelude", "answer_start"):
         if not isinstance(obj.get(key, ""), str):
             raise EgcfgError(f"{where}: field {key!r} must be a string")
     task = Task(
@@ -116,6 +118,7 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
         hidden_io_tests=_io_tests(obj, "hidden_io_tests", where),
         test_setup=obj.get("test_setup", ""),
         prelude=obj.get("prelude", ""),
+        answer_start=obj.get("answer_start", ""),
     )
     return task.validate()
 

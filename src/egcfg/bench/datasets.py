@@ -106,6 +106,8 @@ def _humaneval_task(row: dict, hidden: tuple[str, ...]) -> Task:
         task_id=row["task_id"], prompt=row["prompt"], entry_point=entry,
         tests=tuple(docstring_asserts(row["prompt"], entry)), hidden_tests=hidden,
         prelude=_prelude(row["prompt"], entry), metadata={"benchmark": "humaneval"},
+        # The answer continues the given signature and docstring, as HumanEval intends.
+        answer_start=row["prompt"].rstrip("\n") + "\n",
     )
 
 
