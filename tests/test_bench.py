@@ -159,3 +159,21 @@ def check_html_in_chromium(page: Path, must_contain: list[str]) -> None:
     subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000  # something was rendered
+
+
+@pytest.mark.model
+def test_parallel_agent_workers(tmp_path, model_path):
+    """Two worker processes, two agents per task: attempts stored by the workers, one final per task."""
+    out = tmp_path / "par"
+    args = ["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/12,Mbpp/13", "--agents", "2", "--workers", "2",
+            "--gamma", "0,1", "--max-tokens", "64", "--out", str(out), "--no-progress"]
+    proc = _bench(args)
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-800:]
+    db = out / "results.sqlite"
+    assert sorted(r[0] for r in _rows(db, "SELECT task_id FROM tasks")) == ["Mbpp/12", "Mbpp/13"]
+    agents = {r[0] for r in _rows(db, "SELECT agent FROM attempts")}
+    assert agents <= {a.name for a in paper_grid(2)} and agents
+    # gamma 0 is computed once per prompt style and task; nothing is stored twice
+    keys = _rows(db, "SELECT task_id, agent, gamma FROM attempts")
+    assert len(keys) == len(set(keys))
