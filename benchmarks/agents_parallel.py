@@ -12,10 +12,7 @@ and pass counts. Writes benchmarks/results/agents_parallel.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -53,9 +50,9 @@ def main() -> int:
                      "attempts": sum(v["attempts"] for v in summary["per_agent"].values())})
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(out, ignore_errors=True)
-    meta = {"command": "python benchmarks/agents_parallel.py " + " ".join(sys.argv[1:]),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+    from egcfg.bench.store import provenance
+
+    meta = {**provenance("python benchmarks/agents_parallel.py " + " ".join(sys.argv[1:])),
             "model": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (llama.cpp)", "tasks": args.tasks,
             "agents": args.agents, "gamma": args.gamma, "max_tokens": args.max_tokens}
     out = ROOT / "benchmarks" / "results" / "agents_parallel"

@@ -11,10 +11,7 @@ throughput of the model in the same run, for reference.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -70,18 +67,16 @@ def main() -> int:
                     "guided_tokens_per_s": round(generated / st.seconds_guided, 2) if st.seconds_guided else None,
                 })
                 print(json.dumps(rows[-1]), flush=True)
-    meta = {
-        "command": "python benchmarks/engine_phases.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "model": model.name, "config": config.to_dict(), "raw_throughput": raw,
-    }
+    from egcfg.bench.store import provenance
+
+    meta = {**provenance("python benchmarks/engine_phases.py " + " ".join(sys.argv[1:])),
+            "model": model.name, "config": config.to_dict(), "raw_throughput": raw}
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "tasks": rows}, indent=2) + "\n")
     cols = ["task", "passed", "gamma", "wall_s", "seconds_prefill", "seconds_sampling", "seconds_execution",
             "seconds_guided", "tokens_prefilled", "tokens_decoded", "candidate_tokens", "executions", "guided_tokens_per_s"]
-    lines = [f"# EG-CFG time per phase", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}",
+    lines = ["# EG-CFG time per phase", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}",
              f"- machine: {meta['machine']}", f"- model: {meta['model']} (llama.cpp)",
              f"- raw model throughput, same run: prefill {raw['prefill_tokens_per_s']} tok/s, decode {raw['decode_tokens_per_s']} tok/s", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

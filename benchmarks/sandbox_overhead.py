@@ -11,10 +11,7 @@ baseline "bare process" is `python -I -S -c pass` through subprocess: the cost o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -68,12 +65,10 @@ def main() -> int:
             if row[key] is not None:
                 row[key] = round(row[key], 1)
         print(json.dumps(row), flush=True)
-    meta = {
-        "command": "python benchmarks/sandbox_overhead.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "runs": args.runs, "program": PROGRAM,
-    }
+    from egcfg.bench.store import provenance
+
+    meta = {**provenance("python benchmarks/sandbox_overhead.py " + " ".join(sys.argv[1:])),
+            "runs": args.runs, "program": PROGRAM}
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

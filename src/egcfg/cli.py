@@ -187,14 +187,10 @@ def cmd_solve(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import datetime
-    import os
-    import platform
-
     from .agents import baseline_agent, load_grid, paper_grid
     from .bench.datasets import load_benchmark
     from .bench.runner import run_benchmark
-    from .bench.store import DB_NAME, Store
+    from .bench.store import DB_NAME, Store, provenance
     from .models import ALIASES, MODELS
 
     out = Path(args.out)
@@ -236,9 +232,7 @@ def cmd_bench(args) -> int:
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
         else:
-            store.set_meta(**settings, command="egcfg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("egcfg") else " ".join(sys.argv),
-                           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                           machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+            store.set_meta(**settings, **provenance("egcfg " + " ".join(sys.argv[1:])))
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
                       run_timeout=args.timeout, progress=not args.no_progress)
         from .bench.report import format_text, summarize

@@ -76,7 +76,7 @@ def task_text(task: Task) -> str:
     if task.is_io:
         shown = "\n".join(f"Input:\n{t.input.rstrip()}\nOutput:\n{t.output.rstrip()}" for t in task.io_tests)
         return f"{task.prompt.strip()}\nYour program should pass these tests (stdin -> expected stdout):\n{shown}"
-    shown = f"Your code should pass these tests:\n" + "\n".join(t.strip() for t in task.tests) + "\n" if task.tests else ""
+    shown = "Your code should pass these tests:\n" + "\n".join(t.strip() for t in task.tests) + "\n" if task.tests else ""
     return f"{task.prompt.strip()}\n{shown}Write the Python function `{task.entry_point}`."
 
 

@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import time
 from typing import Callable
 
 from ..agents import Agent

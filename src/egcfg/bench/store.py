@@ -34,6 +34,17 @@ CREATE TABLE IF NOT EXISTS tasks (
 DB_NAME = "results.sqlite"
 
 
+def provenance(command: str) -> dict:
+    """What every stored or committed result carries: the command, the date and the machine."""
+    import datetime
+    import os
+    import platform
+
+    return {"command": command,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
+
+
 class Store:
     def __init__(self, folder: str | Path, create: bool = True):
         self.folder = Path(folder)
