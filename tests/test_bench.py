@@ -177,3 +177,16 @@ def test_parallel_agent_workers(tmp_path, model_path):
     # gamma 0 is computed once per prompt style and task; nothing is stored twice
     keys = _rows(db, "SELECT task_id, agent, gamma FROM attempts")
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.model
+def test_paper_protocol_is_recorded_and_scores_every_attempt(tmp_path, model_path):
+    out = tmp_path / "paper"
+    proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/11", "--method", "baseline", "--protocol", "paper",
+                   "--max-tokens", "64", "--out", str(out), "--no-progress"])
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-800:]
+    assert "protocol paper" in stdout
+    db = out / "results.sqlite"
+    # under `paper`, attempts are judged on hidden tests while generating: the score is stored with them
+    assert _rows(db, "SELECT count(*) FROM attempts WHERE passed_hidden IS NULL")[0][0] == 0
