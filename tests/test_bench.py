@@ -190,3 +190,27 @@ def test_paper_protocol_is_recorded_and_scores_every_attempt(tmp_path, model_pat
     db = out / "results.sqlite"
     # under `paper`, attempts are judged on hidden tests while generating: the score is stored with them
     assert _rows(db, "SELECT count(*) FROM attempts WHERE passed_hidden IS NULL")[0][0] == 0
+
+
+@pytest.mark.model
+def test_a_failing_attempt_is_recorded_and_the_run_goes_on(model_path, sandbox, tmp_path):
+    """A backend error (here: a context too small for the prompt) becomes a stored attempt."""
+    from egcfg.agents import Agent
+    from egcfg.bench.runner import _Worker, finalize
+    from egcfg.bench.store import Store
+    from egcfg.lm.llamacpp import LlamaCppModel
+
+    small = LlamaCppModel(model_path, n_ctx=128)
+    worker = _Worker.__new__(_Worker)
+    worker.model, worker.sandbox = small, sandbox
+    task = task_from_dict({"task_id": "t", "prompt": "Return 1.", "entry_point": "one", "tests": ["assert one() == 1"]})
+    agent = Agent("a", Config(gammas=(0.0, 1.0), max_tokens=32))
+    store = Store(tmp_path / "run")
+    worker.run_unit(store, task, agent, [agent], "honest", lambda: False, lambda: None)
+    rows = store.attempts("t")
+    assert [r["gamma"] for r in rows] == [0.0, 1.0]
+    assert all(r["stop_reason"].startswith("error:") for r in rows)
+    finalize(store, task, 0, [agent], "honest", sandbox)
+    assert store.tasks()[0]["passed_hidden"] == 0
+    store.close()
+    small.close()

@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..agents import Agent
 from ..engine import Attempt, Generator, Stats, _Trace
+from ..errors import EgcfgError
 from ..execution.sandbox import Limits, Sandbox
 from ..task import Task
 from .protocol import score
@@ -58,7 +59,13 @@ class _Worker:
                     ok = bool(row["passed_hidden"]) if protocol == "paper" else bool(row["passed_visible"])
                 else:
                     reused = self._reuse_greedy(store, task, agent, agents, gamma)
-                    attempt = reused or generator.run(gamma, traces=traces, stats=Stats(), cancelled=is_solved)
+                    try:
+                        attempt = reused or generator.run(gamma, traces=traces, stats=Stats(), cancelled=is_solved)
+                    except EgcfgError as exc:  # e.g. the context is full: record it, keep the run going
+                        log.warning("%s, agent %s, gamma %g: %s", task.task_id, agent.name, gamma, exc)
+                        attempt = Attempt(gamma=gamma, code="", passed=False, tests_passed=0,
+                                          tests_total=len(task.tests), stop_reason=f"error: {exc}"[:200], stats=Stats())
+                        generator.close()  # a fresh backend session for the next attempt
                     if attempt.stop_reason == "cancelled":
                         return
                     store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt))

@@ -59,7 +59,7 @@ class LlamaCppModel:
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self.n_ctx = n_ctx
-        self.n_batch = n_batch
+        self.n_batch = min(n_batch, n_ctx)
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.name = self.path.name
         self._pieces: dict[int, bytes] = {}
@@ -174,6 +174,9 @@ class LlamaCppSession:
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
         """items: (token, position, seq, want_logits). Raises if llama.cpp refuses the batch."""
+        if max(pos for _, pos, _, _ in items) >= self.model.n_ctx:
+            # llama.cpp aborts the process on positions past the context: refuse before it does.
+            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens")
         b = self._batch
         for i, (tok, pos, seq, want) in enumerate(items):
             b.token[i] = tok
