@@ -3,6 +3,7 @@ the same tasks, RSR, per-gamma and per-agent contributions, and cost."""
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 from .protocol import rsr
@@ -50,6 +51,8 @@ def summarize(store: Store) -> dict:
     for row in per_gamma.values():
         row["attempt_pass_rate"] = _pct(row["passed_hidden"], row["attempts"])
     cost = {k: round(sum(t["stats"].get(k, 0) for t in tasks) / n, 2) if n else None for k in COST_KEYS}
+    # The median is robust to one task that took long for reasons outside the method (a paused run).
+    cost["median_seconds"] = round(statistics.median(t["stats"].get("seconds_total", 0.0) for t in tasks), 2) if n else None
     return {
         "run": str(store.folder),
         "benchmark": meta.get("benchmark"), "protocol": meta.get("protocol"), "method": meta.get("method"),
@@ -82,9 +85,9 @@ def format_markdown(s: dict) -> str:
     rows = [
         f"# {s['benchmark']}: {s['method']}, {s['agents']} agent(s), protocol {s['protocol']}", "",
         f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}", f"- model: {s['model']}", "",
-        "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task | executions/task | tokens decoded/task |",
+        "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task (mean, median) | executions/task | tokens decoded/task |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {s['tasks']} | {s['pass_at_1']} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "
-        f"{s['cost_per_task']['seconds_total']} | {s['cost_per_task']['executions']} | {s['cost_per_task']['tokens_decoded']} |",
+        f"| {s['tasks']} of {s['tasks_planned']} | {s['pass_at_1']} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "
+        f"{s['cost_per_task']['seconds_total']}, {s['cost_per_task']['median_seconds']} | {s['cost_per_task']['executions']} | {s['cost_per_task']['tokens_decoded']} |",
     ]
     return "\n".join(rows) + "\n"
