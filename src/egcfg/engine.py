@@ -256,19 +256,7 @@ class Generator:
                 line_tokens += 1
                 stop = None
                 if b"\n" in piece:
-                    # One or more lines completed: check each for the end of the code.
-                    done = bytes(text[line_start:text.rindex(b"\n")]).decode("utf-8", "replace").split("\n")
-                    offset = line_start
-                    for line in done:
-                        if self._def is not None and not active and self._def.match(line):
-                            active = True
-                        elif active and not self.task.is_io and line.startswith((" ", "\t")) and line.strip():
-                            seen_body = True
-                        reason = self._ends_code(line, active, seen_body)
-                        if reason:
-                            stop, cut = reason, offset
-                            break
-                        offset += len(line.encode("utf-8")) + 1
+                    active, seen_body, stop, cut = self._completed_lines(text, line_start, active, seen_body)
                     line_start = text.rindex(b"\n") + 1
                     line_tokens = 0
                     if record is not None:
@@ -322,6 +310,21 @@ class Generator:
         logits = session.sync(SOL, self.prefix + self.suffix + generated)
         stats.seconds_guided += time.perf_counter() - t0
         return logits
+
+    def _completed_lines(self, text: bytearray, line_start: int, active: bool, seen_body: bool):
+        """Scan the line(s) a newline token just completed: guidance switches on at the def line,
+        and a line may end the code. Returns (active, seen_body, stop reason or None, cut offset)."""
+        offset = line_start
+        for line in bytes(text[line_start:text.rindex(b"\n")]).decode("utf-8", "replace").split("\n"):
+            if self._def is not None and not active and self._def.match(line):
+                active = True
+            elif active and not self.task.is_io and line.startswith((" ", "\t")) and line.strip():
+                seen_body = True
+            reason = self._ends_code(line, active, seen_body)
+            if reason:
+                return active, seen_body, reason, offset
+            offset += len(line.encode("utf-8")) + 1
+        return active, seen_body, None, None
 
     def _ends_code(self, line: str, active: bool, seen_body: bool) -> str | None:
         """Why a completed line ends the program, or None."""
