@@ -95,3 +95,18 @@ def test_runs_in_parallel_keep_order(sandbox):
     jobs = [{"program": LOOP, "invocation": f"total(list(range({n})))"} for n in range(6)]
     results = sandbox.run_many(jobs)
     assert [r.value for r in results] == [str(sum(range(n))) for n in range(6)]
+
+
+def test_timeout_with_a_trace_even_when_tracing_dominates(sandbox):
+    """The deadline often lands inside the tracer's own repr work; it must still end the run with
+    its partial trace (repeated runs, since where the alarm lands is a matter of timing)."""
+    program = "def f(xs):\n    while True:\n        xs = xs + [len(xs)]\n"
+    for _ in range(4):
+        r = sandbox.run(program, "f([])", timeout=0.3)
+        assert r.status == "timeout" and r.events, r
+
+
+def test_swallowed_timeouts_still_end_the_run(sandbox):
+    program = "def f():\n    while True:\n        try:\n            while True:\n                pass\n        except BaseException:\n            pass\n"
+    r = sandbox.run(program, "f()", timeout=0.3)
+    assert r.status == "timeout"

@@ -29,6 +29,10 @@ _now = time.monotonic
 CANDIDATE = "<candidate>"
 _DEFINITIONS = (type(os), type(lambda: 0), type, type(len))
 
+class RunTimeout(BaseException):
+    """Raised into the program by the interval timer; BaseException so `except Exception` can't eat it."""
+
+
 _repr = reprlib.Repr()
 _repr.maxstring = 40
 _repr.maxother = 40
@@ -41,13 +45,13 @@ _repr.maxlong = 40
 def short(value):
     try:
         text = _repr.repr(value)
+    except RunTimeout:
+        raise  # the run's time is up: never swallow it here
     except BaseException as exc:  # a hostile __repr__ must not break tracing
         text = "<repr failed: %s>" % type(exc).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class RunTimeout(BaseException):
-    """Raised into the program by the interval timer; BaseException so `except Exception` can't eat it."""
 
 
 class CappedText(io.TextIOBase):
@@ -155,6 +159,8 @@ class Recorder:
 def describe(exc_type, exc_value):
     try:
         message = str(exc_value)
+    except RunTimeout:
+        raise
     except BaseException:
         message = "<unprintable>"
     if len(message) > 200:
@@ -194,8 +200,11 @@ def main():
     out = CappedText(int(job.get("max_stdout", 4000)))
     result = {"status": "returned", "value": None, "exception": None}
 
+    finished = []
+
     def on_alarm(signum, frame):
-        raise RunTimeout()
+        if not finished:
+            raise RunTimeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
     sys.stdout = out
@@ -209,7 +218,9 @@ def main():
         prelude = compile(job.get("prelude") or "", "<prelude>", "exec")
         code = compile(job["program"], CANDIDATE, "exec")
         call = compile(invocation, "<call>", "eval") if invocation else None
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        # Fires again every 0.1 s after the deadline: code that swallows one RunTimeout (a bare
+        # `except BaseException` in the program) gets another until it gives up or is killed.
+        signal.setitimer(signal.ITIMER_REAL, timeout, 0.1)
         # Module level is traced only for stdin/stdout programs: for function tasks it is just defs.
         exec(prelude, namespace)  # the task's own imports and helpers: not the candidate's behaviour
         if tracing and call is None:
@@ -224,17 +235,21 @@ def main():
         else:
             result["status"] = "completed"
     except RunTimeout:
+        finished.append(True)
         sys.settrace(None)
         result["status"] = "timeout"
     except SystemExit as exc:
+        finished.append(True)
         sys.settrace(None)
         result["status"] = "exited"
         result["exception"] = "SystemExit: %s" % (exc.code,)
     except BaseException as exc:
+        finished.append(True)
         sys.settrace(None)
         result["status"] = "raised"
         result["exception"] = describe(type(exc), exc)
     finally:
+        finished.append(True)
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.settrace(None)
     head, tail, skipped = recorder.events()
