@@ -217,8 +217,8 @@ def cmd_bench(args) -> int:
         agents = load_grid(args.agents_file, base)
     else:
         agents = paper_grid(args.agents, base)
-    model_name = args.model or "embedded"
-    model_label = MODELS[ALIASES.get(model_name, model_name)].filename if ALIASES.get(model_name, model_name) in MODELS else model_name
+    name = ALIASES.get(args.model or "embedded", args.model)
+    model_label = MODELS[name].filename if name in MODELS else name
     settings = {
         "benchmark": args.benchmark, "protocol": args.protocol, "method": args.method,
         "agents": [{"name": a.name, **a.config.to_dict()} for a in agents], "model": model_label,

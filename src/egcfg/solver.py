@@ -51,13 +51,15 @@ class SolveResult:
         return out
 
 
-def pick_final(attempts: list[Attempt]) -> Attempt:
-    """The first attempt that passes the visible tests; if none does, the one passing the most
-    visible tests, the earliest (lowest gamma in schedule order) on ties."""
+def pick_final(attempts: list, passed=lambda a: a.passed, tests_passed=lambda a: a.tests_passed):
+    """The first attempt (in schedule order) that passes; if none does, the one passing the most
+    visible tests, the earliest on ties. The accessors let the benchmark runner apply the same rule
+    to stored rows (and, under the paper protocol, judge "passes" by the hidden tests)."""
     for attempt in attempts:
-        if attempt.passed:
+        if passed(attempt):
             return attempt
-    return max(attempts, key=lambda a: (a.tests_passed, -attempts.index(a)))
+    best = max(range(len(attempts)), key=lambda i: (tests_passed(attempts[i]), -i))
+    return attempts[best]
 
 
 def solve(task: Task | dict, model: LanguageModel | str | None = None, config: Config | None = None,

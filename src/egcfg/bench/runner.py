@@ -24,6 +24,7 @@ from ..agents import Agent
 from ..engine import Attempt, Generator, Stats, _Trace
 from ..errors import EgcfgError
 from ..execution.sandbox import Limits, Sandbox
+from ..solver import pick_final
 from ..task import Task
 from .protocol import score
 from .store import Store
@@ -131,12 +132,8 @@ def finalize(store: Store, task: Task, position: int, agents: list[Agent], proto
         if row["passed_hidden"] is None:
             row["passed_hidden"] = int(score(row["code"], task, sandbox)["passed"])
             store.set_attempt_hidden(task.task_id, row["agent"], row["gamma"], bool(row["passed_hidden"]))
-    if protocol == "paper":
-        final = next((r for r in rows if r["passed_hidden"]), None)
-    else:
-        final = next((r for r in rows if r["passed_visible"]), None)
-    if final is None and rows:
-        final = max(rows, key=lambda r: (r["tests_passed"], -rows.index(r)))
+    judge = "passed_hidden" if protocol == "paper" else "passed_visible"
+    final = pick_final(rows, passed=lambda r: r[judge], tests_passed=lambda r: r["tests_passed"]) if rows else None
     hidden = score(final["code"], task, sandbox) if final else {"passed": False, "status": "no code", "detail": ""}
     totals: dict = {}
     for row in rows:
@@ -145,25 +142,24 @@ def finalize(store: Store, task: Task, position: int, agents: list[Agent], proto
                 totals[key] = totals.get(key, 0) + value
     totals["attempts"] = len(rows)
     store.add_task(task.task_id, position, final, bool(final and final["passed_visible"]), hidden, totals)
-    return {"task_id": task.task_id, "passed": hidden["passed"]}
+    return hidden["passed"]
 
 
 def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_spec: str | None = None,
                   protocol: str = "honest", workers: int = 1, run_timeout: float = 2.0, progress: bool = True) -> list[dict]:
     done = store.done_tasks()
     todo = [(i, t) for i, t in enumerate(tasks) if t.task_id not in done]
-    finished = [r for r in store.tasks()]
+    verdicts = [bool(r["passed_hidden"]) for r in store.tasks()]  # tasks finished before a resume
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="task", dynamic_ncols=True)
 
-    def tick(result):
-        finished.append(result)
+    def tick(passed: bool) -> None:
+        verdicts.append(passed)
         if bar:
-            rate = 100.0 * sum(bool(r.get("passed") or r.get("passed_hidden")) for r in finished) / len(finished)
-            bar.set_postfix_str(f"pass@1 {rate:.1f}% ({protocol})")
+            bar.set_postfix_str(f"pass@1 {100.0 * sum(verdicts) / len(verdicts):.1f}% ({protocol})")
             bar.update(1)
 
     scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
