@@ -35,7 +35,9 @@ want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing egcfg and its dependencies into .venv (first time: builds llama-cpp-python)" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  # torch pinned to the CPU wheel first: anything newer would download several GB of CUDA wheels.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf]" "torch==2.13.0"
   echo "$want" > "$stamp"
 fi
 .venv/bin/egcfg model fetch >/dev/null

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--agents-file", help="JSON list of agent configs instead of the paper's grid")
     b.add_argument("--protocol", choices=["honest", "paper"], default="honest")
     b.add_argument("--workers", type=int, default=1, help="worker processes, one model each (default 1)")
+    b.add_argument("--concurrency", type=int, default=1,
+                   help="tasks solved at once in threads sharing one model (for hf: on a GPU; default 1)")
     b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     b.add_argument("--model", default=None)
     b.add_argument("--gamma", type=_floats, default=d.gammas, help="each agent's gamma schedule")
@@ -198,8 +200,10 @@ def cmd_bench(args) -> int:
         raise EgcfgError(f"{out} already holds a run; add --resume to continue it or choose another --out")
     if args.resume and not (out / DB_NAME).exists():
         raise EgcfgError(f"{out}: nothing to resume (no {DB_NAME})")
-    if args.workers < 1 or args.agents < 1:
-        raise EgcfgError("--workers and --agents must be at least 1")
+    if args.workers < 1 or args.agents < 1 or args.concurrency < 1:
+        raise EgcfgError("--workers, --agents and --concurrency must be at least 1")
+    if args.workers > 1 and args.concurrency > 1:
+        raise EgcfgError("use --workers (agents of a task in processes) or --concurrency (tasks in threads), not both")
     tasks = load_benchmark(args.benchmark, args.data)
     if args.tasks:
         wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -217,8 +221,13 @@ def cmd_bench(args) -> int:
         agents = load_grid(args.agents_file, base)
     else:
         agents = paper_grid(args.agents, base)
-    name = ALIASES.get(args.model or "embedded", args.model)
+    spec = args.model or "embedded"
+    backend = "transformers" if spec.startswith("hf:") else "llama.cpp"
+    spec = spec.split(":", 1)[1] if spec.startswith(("hf:", "llamacpp:")) else spec
+    name = ALIASES.get(spec.split("?")[0], spec.split("?")[0])
     model_label = MODELS[name].filename if name in MODELS else name
+    if backend != "llama.cpp":
+        model_label += f" ({backend})"
     settings = {
         "benchmark": args.benchmark, "protocol": args.protocol, "method": args.method,
         "agents": [{"name": a.name, **a.config.to_dict()} for a in agents], "model": model_label,
@@ -234,7 +243,7 @@ def cmd_bench(args) -> int:
         else:
             store.set_meta(**settings, **provenance("egcfg " + " ".join(sys.argv[1:])))
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
-                      run_timeout=args.timeout, progress=not args.no_progress)
+                      run_timeout=args.timeout, progress=not args.no_progress, concurrency=args.concurrency)
         from .bench.report import format_text, summarize
 
         print(format_text(summarize(store)))

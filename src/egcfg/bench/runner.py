@@ -1,7 +1,10 @@
 """Run a benchmark: tasks x agents x gamma schedule, stored as produced, resumable.
 
 Unit of work: one agent's gamma schedule on one task. Units of a task run in parallel worker
-processes (``workers`` > 1, each with its own model) or one after another in this process; when a
+processes (``workers`` > 1, each with its own model) or one after another in this process. With
+``concurrency`` > 1, that many *tasks* run at once in threads of this process, sharing one model
+and one sandbox pool: the transformers backend batches their decoding steps into shared forward
+passes (the way to use a GPU), while their executions spread over the CPU cores. When a
 unit's program passes (visible tests; hidden tests under the ``paper`` protocol), the task is marked
 solved and the other units stop at their next line boundary. Every attempt is written to the store
 at once; a resumed run reuses stored attempts and finished tasks.
@@ -18,6 +21,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import threading
 from typing import Callable
 
 from ..agents import Agent
@@ -39,10 +43,13 @@ def _lines(attempt: Attempt) -> list[dict]:
 class _Worker:
     """Model + sandbox of one process; runs units."""
 
-    def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float):
+    def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float, sessions: int = 1,
+                 seqs: int = 5):
         from ..lm import load_model
 
         options = {"n_threads": threads} if threads else {}
+        if sessions > 1:
+            options["slots"] = sessions * seqs  # the hf backend's KV slots: one per sequence in flight
         self.model = load_model(model_spec, **options)
         self.sandbox = Sandbox(Limits(timeout=run_timeout))
 
@@ -100,6 +107,34 @@ def _greedy_key(agent: Agent) -> tuple:
     return (cfg.prompt_style, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
 
 
+def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer: Sandbox, concurrency: int,
+                    tick: Callable[[bool], None]) -> None:
+    """Whole tasks (all agents, in order) in ``concurrency`` threads; each thread has its own store
+    connection (SQLite connections are per thread), the model and sandboxes are shared."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def one(position: int, task: Task) -> bool:
+        store = Store(folder)
+        try:
+            solved: set = set()
+            for agent in agents:
+                worker.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
+                                lambda: solved.add(task.task_id))
+            return finalize(store, task, position, agents, protocol, scorer)
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="egcfg-task") as pool:
+        futures = [pool.submit(one, position, task) for position, task in todo]
+        try:
+            for future in as_completed(futures):
+                tick(future.result())
+        except BaseException:
+            for future in futures:  # stop starting new tasks; running ones finish their attempt
+                future.cancel()
+            raise
+
+
 # -- worker processes ---------------------------------------------------------------------------
 _PROCESS_WORKER: _Worker | None = None
 
@@ -146,7 +181,8 @@ def finalize(store: Store, task: Task, position: int, agents: list[Agent], proto
 
 
 def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_spec: str | None = None,
-                  protocol: str = "honest", workers: int = 1, run_timeout: float = 2.0, progress: bool = True) -> list[dict]:
+                  protocol: str = "honest", workers: int = 1, run_timeout: float = 2.0, progress: bool = True,
+                  concurrency: int = 1) -> list[dict]:
     done = store.done_tasks()
     todo = [(i, t) for i, t in enumerate(tasks) if t.task_id not in done]
     verdicts = [bool(r["passed_hidden"]) for r in store.tasks()]  # tasks finished before a resume
@@ -156,7 +192,13 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
 
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="task", dynamic_ncols=True)
 
+    tick_lock = threading.Lock()
+
     def tick(passed: bool) -> None:
+        with tick_lock:
+            _tick(passed)
+
+    def _tick(passed: bool) -> None:
         verdicts.append(passed)
         if bar:
             bar.set_postfix_str(f"pass@1 {100.0 * sum(verdicts) / len(verdicts):.1f}% ({protocol})")
@@ -164,7 +206,15 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
 
     scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
     try:
-        if workers <= 1:
+        if concurrency > 1:
+            seqs = 2 + max(a.config.candidates for a in agents)
+            worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs)
+            try:
+                _run_concurrent(todo, agents, store.folder, worker, protocol, scorer, concurrency, tick)
+            finally:
+                worker.sandbox.close()
+                getattr(worker.model, "close", lambda: None)()
+        elif workers <= 1:
             worker = _Worker(model_spec, None, run_timeout)
             try:
                 for position, task in todo:

@@ -1,0 +1,478 @@
+"""Transformers models (CPU or CUDA), with a slot KV cache and batching across sessions.
+
+Why not ``model.generate`` or HF's cache classes: EG-CFG needs many short-lived sequences per task
+(p_sol, p_dyn, s candidate forks) that share prefixes, rewind, and advance at different lengths,
+and on a GPU it needs many tasks decoding in the same forward pass. So this backend keeps its own
+KV cache: one tensor of *slots* ``(layers, 2, slots, kv_heads, capacity, head_dim)``; a sequence
+owns a slot, a fork is one slice copy, a rewind only moves the sequence's length. The model's own
+modules (embedding, norms, projections, rotary embedding, MLP, head) do the math; only attention
+over the slots is ours (``scaled_dot_product_attention`` with a per-row length mask).
+
+Batching across sessions: every session (one solve, in its own thread) hands its work to one
+``_Batcher`` thread, which waits a moment for the other sessions' requests and runs all pending
+one-token steps as one forward pass (prefills run on their own, in chunks). One session alone
+pays a thread hop per call, nothing else.
+
+Models: a GGUF file (converted once by transformers, dequantized, and cached as safetensors under
+the egcfg cache), a local transformers folder, or a hub id where a network exists. Decoder
+architectures of the Llama family (Llama, Qwen2, Qwen3, Mistral without sliding window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import EgcfgError
+from .base import Capabilities, SessionStats, common_prefix
+
+log = logging.getLogger(__name__)
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise EgcfgError("the hf backend needs torch and transformers: pip install 'egcfg[hf]'") from exc
+
+SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
+PREFILL_CHUNK = 512       # tokens per prefill forward (bounds the attention mask and activations)
+MAX_ROWS = 256            # one-token rows per decode forward
+
+
+def _bytes_decoder() -> dict[str, int]:
+    """GPT-2 byte-level BPE (Qwen, Llama 3): each byte has a printable stand-in character; this
+    is the inverse map. Printable Latin-1 bytes stand for themselves, the rest map to 256+n."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def converted_dir(gguf: Path) -> Path:
+    """Where a GGUF file's transformers conversion is cached (keyed by the file's path and size)."""
+    from ..models import cache_dir
+
+    key = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    return cache_dir() / "hf" / f"{gguf.stem}-{key}"
+
+
+def _convert(gguf: Path) -> Path:
+    """Dequantize a GGUF model with transformers once and keep it as float16 safetensors (loading
+    a GGUF file takes a minute and rebuilds the tokenizer; a saved folder loads in seconds)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = converted_dir(gguf)
+    if (out / "config.json").is_file() and (out / ".complete").is_file():
+        return out
+    log.info("converting %s for transformers (once; cached in %s)", gguf.name, out)
+    tmp = out.with_name(out.name + ".tmp")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float16)
+    tmp.mkdir(parents=True, exist_ok=True)
+    # save_pretrained refuses models loaded from GGUF (it would re-quantize); the weights are plain
+    # float16 tensors once dequantized, so write them and a config without the GGUF marker.
+    from safetensors.torch import save_file
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)  # shared with the embedding; re-tied on load
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(str(tmp))
+    model.generation_config.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / ".complete").write_text(gguf.name)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+class HFModel:
+    """A transformers causal LM with a slot KV cache; sessions take slots, the batcher runs them."""
+
+    capabilities = Capabilities(fork=True, rewind=True)
+
+    def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
+                 n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002):
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        transformers.utils.logging.disable_progress_bar()  # egcfg's own output stays readable
+        transformers.utils.logging.set_verbosity_error()
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        source = str(source)
+        path = Path(source)
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise EgcfgError(f"model file not found: {path}")
+            folder = str(_convert(path))
+        else:
+            folder = source  # a local folder, or a hub id (needs a network)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # float32 on CPU (bf16 matmuls are slow there); on CUDA too by default: a 0.5-2B model is
+        # launch-bound, and float32 keeps the numbers close to the CPU runs. bfloat16 on request.
+        self.dtype = getattr(torch, dtype) if dtype else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise EgcfgError(f"transformers could not load {source}: {str(exc).splitlines()[0]}") from None
+        cfg = self.hf.config
+        if cfg.model_type not in SUPPORTED:
+            raise EgcfgError(f"the hf backend supports {', '.join(sorted(SUPPORTED))} models, not {cfg.model_type!r}")
+        if getattr(cfg, "use_sliding_window", False) or getattr(cfg, "sliding_window", None) and cfg.model_type == "mistral":
+            raise EgcfgError("sliding-window attention is not supported by the hf backend")
+        self.name = Path(source).name
+        self.source = source
+        self.n_ctx = n_ctx
+        self.n_vocab = int(self.hf.get_output_embeddings().weight.shape[0])
+        self.n_layers = cfg.num_hidden_layers
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        attn_module = __import__(type(self.hf.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
+        self._rope = attn_module.apply_rotary_pos_emb
+        self._pieces = self._piece_table()
+        self._eog = self._eog_ids()
+        # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
+        self.capacity = n_ctx + PREFILL_CHUNK
+        self.kv = torch.empty((self.n_layers, 2, slots, self.n_kv, self.capacity, self.head_dim),
+                              dtype=self.dtype, device=self.device)
+        self._free = list(range(slots - 1, -1, -1))
+        self._slot_lock = threading.Lock()
+        self.batcher = _Batcher(self, batch_wait)
+
+    # -- text <-> tokens -------------------------------------------------------------------------
+    def _piece_table(self) -> list[bytes]:
+        """Bytes of every token id (special tokens: empty, as llama.cpp renders them for output)."""
+        decoder = _bytes_decoder()
+        special = set(self.tokenizer.all_special_ids) | {
+            i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        table = []
+        for i, tok in enumerate(self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))):
+            if tok is None or i in special:
+                table.append(b"")
+            elif all(c in decoder for c in tok):
+                table.append(bytes(decoder[c] for c in tok))
+            elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):  # SentencePiece byte
+                table.append(bytes([int(tok[3:5], 16)]))
+            else:  # SentencePiece word piece or an added plain-text token
+                table.append(tok.replace("\u2581", " ").encode("utf-8"))
+        return table + [b""] * max(0, self.n_vocab - len(table))
+
+    def _eog_ids(self) -> set[int]:
+        """End of generation: the eos ids of the tokenizer and the generation config, plus every
+        special (control) token: none of them belongs in a program."""
+        ids = {i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        for value in (self.tokenizer.eos_token_id, getattr(self.hf.generation_config, "eos_token_id", None)):
+            ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+        return ids
+
+    def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
+        bos_id = self.tokenizer.bos_token_id
+        if bos and bos_id is not None and getattr(self.tokenizer, "add_bos_token", False):
+            ids = [bos_id] + ids
+        return list(ids)
+
+    def piece(self, token: int) -> bytes:
+        return self._pieces[token] if 0 <= token < len(self._pieces) else b""
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._eog
+
+    def render_chat(self, messages: list[dict]) -> str:
+        if not self.tokenizer.chat_template:
+            raise EgcfgError(f"{self.name} has no chat template; use an instruct model")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def describe(self) -> dict:
+        return {"backend": "transformers", "transformers": __import__("transformers").__version__,
+                "torch": torch.__version__, "model": self.source, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
+                "slots": self.kv.shape[2]}
+
+    def session(self, n_seqs: int) -> "HFSession":
+        return HFSession(self, n_seqs)
+
+    def close(self) -> None:
+        self.batcher.stop()
+
+    # -- slots -----------------------------------------------------------------------------------
+    def take_slots(self, n: int) -> list[int]:
+        with self._slot_lock:
+            if len(self._free) < n:
+                raise EgcfgError(f"the hf backend has no free KV slots ({self.kv.shape[2]} in all): "
+                                 "raise slots= or run fewer solves at once")
+            return [self._free.pop() for _ in range(n)]
+
+    def give_slots(self, slots: list[int]) -> None:
+        with self._slot_lock:
+            self._free.extend(slots)
+
+    # -- the forward pass --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, rows: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+        """rows: (slot, start, tokens): the tokens go to positions start.. of the slot, whose first
+        ``start`` positions hold the sequence's cached K/V. Returns the logits after each row's
+        last token, (rows, vocab) float32 on the device. Rows are padded to the longest."""
+        dev = self.device
+        B = len(rows)
+        N = max(len(t) for _, _, t in rows)
+        ids = torch.zeros((B, N), dtype=torch.long)
+        for b, (_, _, toks) in enumerate(rows):
+            ids[b, :len(toks)] = torch.tensor(toks, dtype=torch.long)
+        starts = torch.tensor([s for _, s, _ in rows], dtype=torch.long)
+        lengths = torch.tensor([len(t) for _, _, t in rows], dtype=torch.long)
+        slots = torch.tensor([slot for slot, _, _ in rows], dtype=torch.long, device=dev)
+        pos = (starts[:, None] + torch.arange(N)[None, :]).to(dev)            # (B, N)
+        n_kv = int((starts + N).max())
+        # A query at position p sees cached keys 0..p of its own row (its own writes included).
+        mask = (torch.arange(n_kv, device=dev)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
+        w_slot = slots[:, None].expand(B, N).reshape(-1)
+        w_pos = pos.reshape(-1)
+        inner = self.hf.model
+        h = inner.embed_tokens(ids.to(dev))
+        cos, sin = inner.rotary_emb(h, pos)
+        for layer_no, layer in enumerate(inner.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(B, N, -1, self.head_dim)
+            k = attn.k_proj(x).view(B, N, -1, self.head_dim)
+            v = attn.v_proj(x).view(B, N, -1, self.head_dim)
+            if hasattr(attn, "q_norm"):  # Qwen3 normalizes q and k per head
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = self._rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+            cache_k, cache_v = self.kv[layer_no, 0], self.kv[layer_no, 1]
+            cache_k[w_slot, :, w_pos] = k.transpose(1, 2).reshape(B * N, self.n_kv, self.head_dim)
+            cache_v[w_slot, :, w_pos] = v.reshape(B * N, self.n_kv, self.head_dim)
+            keys = cache_k[:, :, :n_kv][slots]
+            values = cache_v[:, :, :n_kv][slots]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+            h = h + attn.o_proj(out.transpose(1, 2).reshape(B, N, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        last = h[torch.arange(B, device=dev), (lengths - 1).to(dev)]
+        return self.hf.lm_head(inner.norm(last)).float()
+
+    @torch.inference_mode()
+    def copy_slot(self, src: int, dst: int, n: int) -> None:
+        self.kv[:, :, dst, :, :n] = self.kv[:, :, src, :, :n]
+
+
+class _Request:
+    __slots__ = ("kind", "rows", "copy", "done", "result", "error")
+
+    def __init__(self, kind: str, rows=None, copy=None):
+        self.kind, self.rows, self.copy = kind, rows, copy
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+
+
+class _Batcher:
+    """The one thread that runs the model. Sessions submit requests and wait; the thread gathers
+    what arrives within ``wait`` seconds of the last arrival (or until every open session has a
+    request pending), then runs slot copies, one batched forward for all one-token rows, and each
+    prefill on its own."""
+
+    def __init__(self, model: HFModel, wait: float):
+        self.model = model
+        self.wait = wait
+        self._cv = threading.Condition()
+        self._queue: list[_Request] = []
+        self._sessions = 0
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.forwards = 0
+        self.rows = 0
+
+    def opened(self) -> None:
+        with self._cv:
+            self._sessions += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="egcfg-hf", daemon=True)
+                self._thread.start()
+
+    def closed(self) -> None:
+        with self._cv:
+            self._sessions -= 1
+            self._cv.notify_all()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+
+    def call(self, request: _Request):
+        with self._cv:
+            if self._stopped:
+                raise EgcfgError("the model was closed")
+            self._queue.append(request)
+            self._cv.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _gather(self) -> list[_Request]:
+        with self._cv:
+            while not self._queue and not self._stopped:
+                self._cv.wait()
+            if self._stopped:
+                return []
+            deadline = time.monotonic() + 20 * self.wait
+            while len(self._queue) < self._sessions:
+                seen = len(self._queue)
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                self._cv.wait(timeout=min(self.wait, deadline - now))
+                if len(self._queue) == seen:  # nothing new for `wait`: the others are busy elsewhere
+                    break
+            batch, self._queue = self._queue, []
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._gather()
+            if not batch:
+                return
+            for req in batch:
+                if req.kind == "copy":
+                    self._run(req, lambda r: self.model.copy_slot(*r.copy))
+            steps = [r for r in batch if r.kind == "step"]
+            if steps:
+                self._run_steps(steps)
+            for req in batch:
+                if req.kind == "prefill":
+                    self._run(req, self._prefill)
+
+    def _run(self, req: _Request, fn) -> None:
+        try:
+            req.result = fn(req)
+        except Exception as exc:  # handed to the waiting session, which raises it
+            req.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+        req.done.set()
+
+    def _prefill(self, req: _Request) -> np.ndarray:
+        slot, start, tokens = req.rows[0]
+        logits = None
+        for i in range(0, len(tokens), PREFILL_CHUNK):
+            logits = self.model.forward([(slot, start + i, tokens[i:i + PREFILL_CHUNK])])
+            self.forwards += 1
+        return logits[0].cpu().numpy()
+
+    def _run_steps(self, steps: list[_Request]) -> None:
+        rows = [row for r in steps for row in r.rows]
+        try:
+            parts = []
+            for i in range(0, len(rows), MAX_ROWS):
+                parts.append(self.model.forward(rows[i:i + MAX_ROWS]).cpu().numpy())
+                self.forwards += 1
+            self.rows += len(rows)
+            logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        except Exception as exc:
+            for r in steps:
+                r.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+                r.done.set()
+            return
+        at = 0
+        for r in steps:
+            r.result = logits[at:at + len(r.rows)]
+            at += len(r.rows)
+            r.done.set()
+
+
+class HFSession:
+    """Sequences of one solve, each in its own KV slot of the shared model."""
+
+    def __init__(self, model: HFModel, n_seqs: int):
+        self.model = model
+        self._slots = model.take_slots(n_seqs)
+        self._tokens: dict[int, list[int]] = {}
+        self._logits: dict[int, np.ndarray] = {}
+        self.stats = SessionStats()
+        self._open = True
+        model.batcher.opened()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.model.batcher.closed()
+            self.model.give_slots(self._slots)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _slot(self, seq: int) -> int:
+        if not 0 <= seq < len(self._slots):
+            raise ValueError(f"sequence {seq} out of range (session of {len(self._slots)})")
+        return self._slots[seq]
+
+    def _check(self, length: int) -> None:
+        if length > self.model.n_ctx:
+            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens")
+
+    def tokens(self, seq: int) -> list[int]:
+        return list(self._tokens.get(seq, ()))
+
+    def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("cannot sync a sequence to no tokens")
+        self._check(len(tokens))
+        known = self._tokens.get(seq, [])
+        keep = common_prefix(known, tokens)
+        if keep == len(tokens) == len(known) and seq in self._logits:
+            return self._logits[seq]
+        keep = min(keep, len(tokens) - 1)  # the last token runs again for its logits
+        todo = tokens[keep:]
+        logits = self.model.batcher.call(_Request("prefill", rows=[(self._slot(seq), keep, todo)]))
+        self.stats.prefilled += len(todo)
+        self.stats.batches += 1 + (len(todo) - 1) // PREFILL_CHUNK
+        self._tokens[seq] = tokens
+        self._logits[seq] = logits
+        return logits
+
+    def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
+        order = sorted(feeds)
+        for seq in order:
+            self._check(len(self._tokens[seq]) + 1)
+        rows = [(self._slot(seq), len(self._tokens[seq]), [feeds[seq]]) for seq in order]
+        logits = self.model.batcher.call(_Request("step", rows=rows))
+        self.stats.decoded += len(order)
+        self.stats.batches += 1
+        out = {}
+        for i, seq in enumerate(order):
+            self._tokens[seq].append(feeds[seq])
+            out[seq] = self._logits[seq] = logits[i]
+        return out
+
+    def fork(self, src: int, dst: int) -> None:
+        n = len(self._tokens[src])
+        self.model.batcher.call(_Request("copy", copy=(self._slot(src), self._slot(dst), n)))
+        self._tokens[dst] = list(self._tokens[src])
+        if src in self._logits:
+            self._logits[dst] = self._logits[src]
+
+    def drop(self, seq: int) -> None:
+        self._tokens.pop(seq, None)
+        self._logits.pop(seq, None)

@@ -1,0 +1,120 @@
+"""The transformers backend on the embedded model (converted from its GGUF file), on CPU.
+
+Its slot KV cache and attention are ours, so they are checked against transformers' own forward
+pass; batching across sessions is checked against running the same sessions one at a time.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the hf extra is not installed")
+pytest.importorskip("transformers", reason="the hf extra is not installed")
+import torch  # noqa: E402
+
+from egcfg import Config, task_from_dict  # noqa: E402
+from egcfg.engine import Generator  # noqa: E402
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def hf_model(model_path):
+    from egcfg.lm import load_model
+
+    m = load_model("hf:embedded?slots=12", n_ctx=2048)
+    yield m
+    m.close()
+
+
+def reference(m, ids):
+    with torch.inference_mode():
+        return m.hf(torch.tensor([ids])).logits[0, -1].float().numpy()
+
+
+def prompt_ids(m, text):
+    return m.tokenize(m.render_chat([{"role": "user", "content": text}]), special=True)
+
+
+def test_slot_cache_matches_transformers_forward(hf_model):
+    m = hf_model
+    ids = prompt_ids(m, "Write a python function add(a, b).")
+    with m.session(3) as s:
+        np.testing.assert_allclose(s.sync(0, ids), reference(m, ids), atol=2e-3)
+        nxt = int(np.argmax(s.sync(0, ids)))
+        stepped = s.step({0: nxt})[0]
+        np.testing.assert_allclose(stepped, reference(m, ids + [nxt]), atol=2e-3)
+        # forks share the prefix and then diverge, in one batched step
+        s.fork(0, 1)
+        s.fork(0, 2)
+        out = s.step({1: 100, 2: 200})
+        np.testing.assert_allclose(out[1], reference(m, ids + [nxt, 100]), atol=2e-3)
+        np.testing.assert_allclose(out[2], reference(m, ids + [nxt, 200]), atol=2e-3)
+        # rewind: a shorter sequence than the one cached, then a different extension
+        np.testing.assert_allclose(s.sync(1, ids[:20] + [7, 8, 9]), reference(m, ids[:20] + [7, 8, 9]), atol=2e-3)
+        assert s.tokens(1) == ids[:20] + [7, 8, 9]
+        assert s.stats.prefilled == len(ids) + 3  # the prompt once, then only the 3 new tokens
+
+
+def test_sessions_in_threads_are_batched_and_equal_to_sequential(hf_model):
+    m = hf_model
+    prompts = [prompt_ids(m, f"Write a python function {name}.") for name in ("square(x)", "is_even(n)", "greet(name)")]
+
+    def greedy(ids, n=8):
+        with m.session(2) as s:
+            logits, out = s.sync(0, ids), []
+            for _ in range(n):
+                out.append(int(np.argmax(logits)))
+                logits = s.step({0: out[-1]})[0]
+            return out
+
+    sequential = [greedy(p) for p in prompts]
+    rows_before, forwards_before = m.batcher.rows, m.batcher.forwards
+    results = [None] * len(prompts)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, greedy(prompts[i]))) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == sequential
+    step_rows = m.batcher.rows - rows_before
+    assert step_rows == 3 * 8
+    # 24 one-token rows + 3 prefills took fewer forwards than 27: steps of different sessions shared them
+    assert m.batcher.forwards - forwards_before < step_rows + 3
+
+
+def test_tokenizer_agrees_with_llama_cpp(hf_model, model):
+    code = 'def f(x):\n    """Docs ünïcode ✓."""\n    return [x ** 2 for x in range(10)]  # 😀\n'
+    assert hf_model.tokenize(code) == model.tokenize(code)
+    assert b"".join(hf_model.piece(t) for t in hf_model.tokenize(code)).decode() == code
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    assert hf_model.render_chat(messages) == model.render_chat(messages)
+    end = hf_model.tokenize("<|im_end|>", special=True)
+    assert len(end) == 1 and hf_model.is_eog(end[0]) and hf_model.piece(end[0]) == b""
+    assert len(hf_model.tokenize("<|im_end|>")) > 1  # as plain text, not the control token
+
+
+def test_engine_gamma0_equals_transformers_greedy(hf_model, sandbox):
+    task = task_from_dict({"task_id": "t/clip", "prompt": "Write a function that clips x to [lo, hi].",
+                           "entry_point": "clip", "tests": ["assert clip(5, 0, 3) == 3"]})
+    gen = Generator(hf_model, task, Config(gammas=(0.0,), max_tokens=40), sandbox)
+    try:
+        attempt = gen.run(0.0)
+    finally:
+        gen.close()
+    ids = gen.prefix + gen.suffix
+    with torch.inference_mode():
+        want = hf_model.hf.generate(torch.tensor([ids]), max_new_tokens=len(attempt.tokens), do_sample=False,
+                                    attention_mask=torch.ones(1, len(ids), dtype=torch.long))[0, len(ids):].tolist()
+    assert attempt.tokens == want
+
+
+def test_context_limit_and_slots_are_clear_errors(hf_model):
+    from egcfg.errors import EgcfgError
+
+    with hf_model.session(1) as s:
+        with pytest.raises(EgcfgError, match="context of 2048"):
+            s.sync(0, [1] * 2049)
+    with pytest.raises(EgcfgError, match="no free KV slots"):
+        hf_model.session(13)
