@@ -22,24 +22,25 @@ class Sampled:
 
 
 def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """Temperature + nucleus sampling. Looks at the top 1024 tokens first (O(n) partition) and
-    falls back to a full sort only when they hold less than ``top_p`` of the mass."""
+    """Temperature + nucleus sampling. Only tokens within 25 nats of the best can matter (each
+    weighs < 1.4e-11 of it), so those are sorted; the full sort is the fallback when they hold
+    less than ``top_p`` of the mass. float32 exp over the vocabulary, float64 sums."""
     if temperature <= 0:
         return int(np.argmax(logits))
-    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.divide(logits, temperature, dtype=np.float32)
     z -= z.max()
     p = np.exp(z)
-    p /= p.sum()
-    k = min(1024, p.size)
-    top = np.argpartition(-p, k - 1)[:k]
-    if p[top].sum() < top_p:
-        top = np.arange(p.size)
+    total = p.sum(dtype=np.float64)
+    top = np.flatnonzero(z > -25.0)
     order = top[np.argsort(-p[top], kind="stable")]
-    cum = np.cumsum(p[order])
-    cut = int(np.searchsorted(cum, top_p)) + 1
+    cum = np.cumsum(p[order], dtype=np.float64) / total
+    if cum[-1] < top_p:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order], dtype=np.float64) / total
+    cut = min(int(np.searchsorted(cum, top_p)) + 1, len(order))
     keep = order[:cut]
-    q = p[keep] / p[keep].sum()
-    return int(keep[rng.choice(len(keep), p=q)])
+    q = p[keep].astype(np.float64)
+    return int(keep[rng.choice(len(keep), p=q / q.sum())])
 
 
 def sample_continuations(model: LanguageModel, session: Session, base_seq: int, seqs: list[int],

@@ -44,12 +44,13 @@ def load_model(spec: str | None = None, **options) -> LanguageModel:
         raise EgcfgError("backend 'openai' is not available in this version; use a GGUF file or hf:")
     if spec.startswith("hf:"):
         target, extra = _split_options(spec[3:], _HF_OPTIONS)
-        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads")} | extra
+        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")} | extra
         if ALIASES.get(target, target) in MODELS or target.endswith(".gguf"):
             target = str(resolve_model_path(target))
         from .hf import HFModel
 
         return HFModel(target, **options)
+    options.pop("slots", None)  # llama.cpp contexts are per session: no shared slots to size
     path = resolve_model_path(spec)
     from .llamacpp import LlamaCppModel
 

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 try:
     import torch
-    import torch.nn.functional as F
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise EgcfgError("the hf backend needs torch and transformers: pip install 'egcfg[hf]'") from exc
 
@@ -125,9 +124,11 @@ class HFModel:
         else:
             folder = source  # a local folder, or a hub id (needs a network)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # float32 on CPU (bf16 matmuls are slow there); on CUDA too by default: a 0.5-2B model is
-        # launch-bound, and float32 keeps the numbers close to the CPU runs. bfloat16 on request.
-        self.dtype = getattr(torch, dtype) if dtype else torch.float32
+        # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
+        # 256-row decode forward 20 ms in bf16, 53 ms in float32). dtype= overrides.
+        if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise EgcfgError(f"unknown dtype {dtype!r} (e.g. float32, bfloat16, float16)")
+        self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
@@ -151,7 +152,8 @@ class HFModel:
         self._eog = self._eog_ids()
         # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
         self.capacity = n_ctx + PREFILL_CHUNK
-        self.kv = torch.empty((self.n_layers, 2, slots, self.n_kv, self.capacity, self.head_dim),
+        # zeros, not empty: attention multiplies masked-out positions by 0, and 0 * NaN garbage = NaN
+        self.kv = torch.zeros((self.n_layers, 2, slots, self.n_kv, self.capacity, self.head_dim),
                               dtype=self.dtype, device=self.device)
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
@@ -263,11 +265,32 @@ class HFModel:
             cache_v[w_slot, :, w_pos] = v.reshape(B * N, self.n_kv, self.head_dim)
             keys = cache_k[:, :, :n_kv][slots]
             values = cache_v[:, :, :n_kv][slots]
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+            out = self._attention(q, keys, values, mask)
             h = h + attn.o_proj(out.transpose(1, 2).reshape(B, N, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         last = h[torch.arange(B, device=dev), (lengths - 1).to(dev)]
         return self.hf.lm_head(inner.norm(last)).float()
+
+    def _attention(self, q, keys, values, mask):
+        """Grouped-query attention without repeating K/V: the query heads that share a K/V head
+        are folded into the query-length axis (SDPA's GQA path falls back to a repeat + math
+        kernel; this is 4 kernels). Softmax in float32."""
+        B, H, N, D = q.shape
+        group = H // self.n_kv
+        qg = q.reshape(B, self.n_kv, group * N, D)
+        scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * (D ** -0.5)   # (B, kv, group*N, L)
+        scores = scores.view(B, self.n_kv, group, N, -1).masked_fill(~mask.unsqueeze(1), float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(values.dtype).view(B, self.n_kv, group * N, -1)
+        return torch.matmul(probs, values).view(B, H, N, D)
+
+    def to_host(self, logits: torch.Tensor) -> np.ndarray:
+        """Logits leave the GPU through pinned memory (torch caches pinned blocks): a pageable copy
+        of 256 x 150k floats measured ~100 ms. The numpy array keeps its block alive."""
+        if self.device.type != "cuda":
+            return logits.cpu().numpy()
+        host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        host.copy_(logits)
+        return host.numpy()
 
     @torch.inference_mode()
     def copy_slot(self, src: int, dst: int, n: int) -> None:
@@ -375,14 +398,14 @@ class _Batcher:
         for i in range(0, len(tokens), PREFILL_CHUNK):
             logits = self.model.forward([(slot, start + i, tokens[i:i + PREFILL_CHUNK])])
             self.forwards += 1
-        return logits[0].cpu().numpy()
+        return self.model.to_host(logits)[0]
 
     def _run_steps(self, steps: list[_Request]) -> None:
         rows = [row for r in steps for row in r.rows]
         try:
             parts = []
             for i in range(0, len(rows), MAX_ROWS):
-                parts.append(self.model.forward(rows[i:i + MAX_ROWS]).cpu().numpy())
+                parts.append(self.model.to_host(self.model.forward(rows[i:i + MAX_ROWS])))
                 self.forwards += 1
             self.rows += len(rows)
             logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
