@@ -118,3 +118,28 @@ def test_context_limit_and_slots_are_clear_errors(hf_model):
             s.sync(0, [1] * 2049)
     with pytest.raises(EgcfgError, match="no free KV slots"):
         hf_model.session(13)
+
+
+def test_concurrent_prefills_share_padded_forwards(hf_model):
+    m = hf_model
+    base = prompt_ids(m, "Write a python function that sorts a list. " * 3)
+    long = prompt_ids(m, "Explain this code:\n" + "x = [i * i for i in range(10)]\n" * 60)  # > one 512-token chunk
+    prompts = [base[:15], base, long]
+    assert len(long) > 512
+    barrier = threading.Barrier(len(prompts))
+    got = [None] * len(prompts)
+
+    def prefill(i):
+        with m.session(1) as s:
+            barrier.wait()
+            got[i] = s.sync(0, prompts[i])
+
+    before = m.batcher.forwards
+    threads = [threading.Thread(target=prefill, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ids, logits in zip(prompts, got):
+        np.testing.assert_allclose(logits, reference(m, ids), atol=2e-3)
+    assert m.batcher.forwards - before < 4  # 4 chunks in all, padded together where they met

@@ -40,7 +40,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise EgcfgError("the hf backend needs torch and transformers: pip install 'egcfg[hf]'") from exc
 
 SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
-PREFILL_CHUNK = 512       # tokens per prefill forward (bounds the attention mask and activations)
+PREFILL_CHUNK = 512       # tokens per prefill row and forward (bounds the attention mask and activations)
+PREFILL_BUDGET = 2048     # padded tokens per batched prefill forward (rows x longest row)
 MAX_ROWS = 256            # one-token rows per decode forward
 
 
@@ -310,8 +311,9 @@ class _Request:
 class _Batcher:
     """The one thread that runs the model. Sessions submit requests and wait; the thread gathers
     what arrives within ``wait`` seconds of the last arrival (or until every open session has a
-    request pending), then runs slot copies, one batched forward for all one-token rows, and each
-    prefill on its own."""
+    request pending), then runs slot copies, one batched forward for all one-token rows, and the
+    prefills packed into padded forwards of similar lengths (a forward of a few rows costs about
+    what one row costs on a GPU: the launches, not the arithmetic, set the price)."""
 
     def __init__(self, model: HFModel, wait: float):
         self.model = model
@@ -381,9 +383,9 @@ class _Batcher:
             steps = [r for r in batch if r.kind == "step"]
             if steps:
                 self._run_steps(steps)
-            for req in batch:
-                if req.kind == "prefill":
-                    self._run(req, self._prefill)
+            prefills = [r for r in batch if r.kind == "prefill"]
+            if prefills:
+                self._run_prefills(prefills)
 
     def _run(self, req: _Request, fn) -> None:
         try:
@@ -392,13 +394,39 @@ class _Batcher:
             req.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
         req.done.set()
 
-    def _prefill(self, req: _Request) -> np.ndarray:
-        slot, start, tokens = req.rows[0]
-        logits = None
-        for i in range(0, len(tokens), PREFILL_CHUNK):
-            logits = self.model.forward([(slot, start + i, tokens[i:i + PREFILL_CHUNK])])
-            self.forwards += 1
-        return self.model.to_host(logits)[0]
+    def _run_prefills(self, requests: list[_Request]) -> None:
+        """Chunk by chunk, every pending prefill advances in forwards of similar-length rows."""
+        offsets = {id(r): 0 for r in requests}
+        pending = list(requests)
+        try:
+            while pending:
+                rows = []
+                for r in pending:
+                    slot, start, tokens = r.rows[0]
+                    off = offsets[id(r)]
+                    rows.append((r, (slot, start + off, tokens[off:off + PREFILL_CHUNK])))
+                rows.sort(key=lambda item: -len(item[1][2]))
+                groups, group = [], []
+                for item in rows:
+                    if group and (len(group) + 1) * len(group[0][1][2]) > PREFILL_BUDGET:
+                        groups.append(group)
+                        group = []
+                    group.append(item)
+                groups.append(group)
+                for group in groups:
+                    logits = self.model.to_host(self.model.forward([row for _, row in group]))
+                    self.forwards += 1
+                    for i, (r, row) in enumerate(group):
+                        offsets[id(r)] += len(row[2])
+                        if offsets[id(r)] >= len(r.rows[0][2]):
+                            r.result = logits[i]
+                            r.done.set()
+                pending = [r for r in pending if not r.done.is_set()]
+        except Exception as exc:
+            for r in pending:
+                if not r.done.is_set():
+                    r.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+                    r.done.set()
 
     def _run_steps(self, steps: list[_Request]) -> None:
         rows = [row for r in steps for row in r.rows]

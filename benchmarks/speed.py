@@ -1,0 +1,156 @@
+"""How close EG-CFG runs to what the backend allows, and what it costs over plain greedy decoding.
+
+    .venv/bin/python benchmarks/speed.py --humaneval 5 --mbpp 5 --data ../shared/data
+
+On a fixed task set (the first N HumanEval and MBPP test tasks, one agent, default settings, fixed
+seed) it measures, in one process and with one backend:
+
+* the raw model throughput (prefill tok/s; decode tok/s for 1 sequence and for the candidate batch);
+* per task: wall time, tokens prefilled / decoded / sampled as candidates, executions, seconds
+  per phase (prompt prefill, candidate sampling, sandboxed execution, guided decoding);
+* lower bound = prefilled / prefill rate + decoded / decode rate + candidate tokens / batched rate:
+  the time the model work alone takes at the measured speed; efficiency = lower bound / wall;
+* plain greedy decoding (gamma 0 only, same prompt) on the same tasks: overhead = EG-CFG / greedy.
+
+Writes the "cpu" (or "gpu" with --section gpu) part of benchmarks/results/speed.json and a
+markdown table beside it; other sections already in the file are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+RESULTS = ROOT / "benchmarks" / "results"
+PHASES = ("seconds_prefill", "seconds_sampling", "seconds_execution", "seconds_guided")
+
+
+def task_set(n_humaneval: int, n_mbpp: int, data: str | None):
+    from egcfg.bench.datasets import load_benchmark
+
+    tasks = load_benchmark("humaneval", None)[:n_humaneval] if n_humaneval else []
+    if n_mbpp:
+        tasks += load_benchmark("mbpp", data)[:n_mbpp]
+    return tasks
+
+
+def run(model, tasks, config, sandbox) -> list[dict]:
+    from egcfg import solve
+
+    rows = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        result = solve(task, model=model, config=config, sandbox=sandbox)
+        wall = time.perf_counter() - t0
+        st = result.stats
+        rows.append({"task_id": task.task_id, "wall": round(wall, 3), "passed_visible": result.passed,
+                     "gamma": result.gamma, "attempts": len(result.attempts),
+                     "tokens_prefilled": st.tokens_prefilled, "tokens_decoded": st.tokens_decoded,
+                     "candidate_tokens": st.candidate_tokens, "executions": st.executions,
+                     **{k: round(getattr(st, k), 3) for k in PHASES}})
+        print(f"  {task.task_id}: {wall:.1f} s, gamma {result.gamma}, passed {result.passed}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="EG-CFG speed: efficiency vs the backend's bound, overhead vs greedy")
+    ap.add_argument("--humaneval", type=int, default=5, help="first N HumanEval tasks")
+    ap.add_argument("--mbpp", type=int, default=5, help="first N MBPP test tasks")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with mbpp.jsonl")
+    ap.add_argument("--model", default=None, help="model spec (default: the embedded model on llama.cpp)")
+    ap.add_argument("--section", default="cpu", help="section of speed.json to write (cpu | gpu)")
+    args = ap.parse_args(argv)
+
+    from backend_throughput import measure
+    from egcfg import Config
+    from egcfg.execution.sandbox import Limits, Sandbox
+    from egcfg.lm import load_model
+
+    config = Config()
+    model = load_model(args.model, n_ctx=config.n_ctx)
+    tasks = task_set(args.humaneval, args.mbpp, args.data)
+    print(f"{len(tasks)} tasks; measuring raw throughput", flush=True)
+    raw = measure(model, prompt_tokens=512, batches=(1, config.candidates), steps=24)
+    prefill = raw["prefill_tok_s"]
+    decode1 = raw["decode"]["1"]["tok_s"]
+    decode_batch = raw["decode"][str(config.candidates)]["tok_s"]
+    with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
+        print("EG-CFG (default gammas)", flush=True)
+        egcfg_rows = run(model, tasks, config, sandbox)
+        print("greedy (gamma 0 only)", flush=True)
+        greedy_rows = run(model, tasks, Config(gammas=(0.0,)), sandbox)
+
+    for row in egcfg_rows:
+        bound = (row["tokens_prefilled"] / prefill + row["tokens_decoded"] / decode1
+                 + row["candidate_tokens"] / decode_batch)
+        row["lower_bound"] = round(bound, 3)
+        row["efficiency"] = round(bound / row["wall"], 3)
+    wall = sum(r["wall"] for r in egcfg_rows)
+    greedy_wall = sum(r["wall"] for r in greedy_rows)
+    bound = sum(r["lower_bound"] for r in egcfg_rows)
+    phases = {k: round(sum(r[k] for r in egcfg_rows), 2) for k in PHASES}
+    other = round(wall - sum(phases.values()), 2)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    section = {
+        "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "model": model.describe(), "commit": commit, "tasks": len(tasks),
+        "raw": {"prefill_tok_s": prefill, "decode_tok_s": decode1, "decode_batch_tok_s": decode_batch,
+                "batch": config.candidates},
+        "efficiency": round(bound / wall, 3),
+        "overhead_vs_greedy": round(wall / greedy_wall, 2),
+        "seconds_per_task": round(wall / len(tasks), 2),
+        "greedy_seconds_per_task": round(greedy_wall / len(tasks), 2),
+        "lower_bound_seconds": round(bound, 2), "wall_seconds": round(wall, 2),
+        "phase_seconds": {**phases, "other": other},
+        "passed_visible": sum(r["passed_visible"] for r in egcfg_rows),
+        "greedy_passed_visible": sum(r["passed_visible"] for r in greedy_rows),
+        "per_task": egcfg_rows, "greedy_per_task": greedy_rows,
+    }
+    out = RESULTS / "speed.json"
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    data[args.section] = {**data.get(args.section, {}), **section}
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    write_markdown(data)
+    print(json.dumps({k: section[k] for k in ("efficiency", "overhead_vs_greedy", "seconds_per_task",
+                                              "greedy_seconds_per_task", "phase_seconds")}, indent=1))
+    return 0
+
+
+def write_markdown(data: dict) -> None:
+    lines = ["# EG-CFG speed", ""]
+    cpu = data.get("cpu")
+    if cpu:
+        lines += [f"## CPU ({cpu['model'].get('backend')}): `{cpu['command']}`", "",
+                  f"- date: {cpu['date']}; machine: {cpu['machine']}; commit {cpu.get('commit', '')}",
+                  f"- model: {cpu['model'].get('model')}", "",
+                  "| tasks | efficiency (bound / wall) | overhead vs greedy | s/task EG-CFG | s/task greedy | prefill tok/s | decode tok/s (1 / batch) |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {cpu['tasks']} | {cpu['efficiency']} | {cpu['overhead_vs_greedy']}x | {cpu['seconds_per_task']} | "
+                  f"{cpu['greedy_seconds_per_task']} | {cpu['raw']['prefill_tok_s']} | {cpu['raw']['decode_tok_s']} / "
+                  f"{cpu['raw']['decode_batch_tok_s']} |", "",
+                  "Seconds per phase over all tasks: " + ", ".join(f"{k.replace('seconds_', '')} {v}"
+                                                                  for k, v in cpu["phase_seconds"].items()), ""]
+    gpu = data.get("gpu")
+    if gpu:
+        lines += ["## GPU", ""] + [f"- {k}: {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))]
+        lines += [""]
+    (RESULTS / "speed.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
