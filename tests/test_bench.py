@@ -214,3 +214,25 @@ def test_a_failing_attempt_is_recorded_and_the_run_goes_on(model_path, sandbox, 
     assert store.tasks()[0]["passed_hidden"] == 0
     store.close()
     small.close()
+
+
+@pytest.mark.model
+def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
+    """--concurrency: tasks in threads over one transformers model; same programs as one at a time."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    rows = {}
+    for name, extra in (("seq", []), ("conc", ["--concurrency", "3"])):
+        out = tmp_path / name
+        proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/11,Mbpp/12,Mbpp/13", "--method", "baseline",
+                       "--max-tokens", "48", "--model", "hf:embedded?n_ctx=2048", "--out", str(out), "--no-progress", *extra])
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-800:]
+        assert "(transformers)" in stdout
+        rows[name] = sorted(_rows(out / "results.sqlite", "SELECT task_id, code, passed_hidden FROM tasks"))
+    assert len(rows["conc"]) == 3
+    assert rows["conc"] == rows["seq"]  # float32 on CPU: batching rows together changes nothing
+
+
+def test_concurrency_flag_is_checked(egcfg_cli, tmp_path):
+    res = egcfg_cli("bench", "mbpp", "--data", str(FIXTURE), "--concurrency", "2", "--workers", "2", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "not both" in res.stderr and "Traceback" not in res.stderr

@@ -241,7 +241,10 @@ def cmd_bench(args) -> int:
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
         else:
-            store.set_meta(**settings, **provenance("egcfg " + " ".join(sys.argv[1:])))
+            prov = provenance("egcfg " + " ".join(sys.argv[1:]))
+            if backend == "transformers":
+                prov["machine"] += _accelerator()
+            store.set_meta(**settings, **prov)
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
                       run_timeout=args.timeout, progress=not args.no_progress, concurrency=args.concurrency)
         from .bench.report import format_text, summarize
@@ -250,6 +253,18 @@ def cmd_bench(args) -> int:
     finally:
         store.close()
     return 0
+
+
+def _accelerator() -> str:
+    """", 1x NVIDIA H100 ..." when torch sees a GPU (recorded with a run's machine)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f", {torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    except Exception:  # no torch, or a broken driver: the run itself will say so
+        pass
+    return ""
 
 
 def cmd_report(args) -> int:
@@ -333,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("egcfg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `egcfg report RUN | head`: the reader left, nothing is lost
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

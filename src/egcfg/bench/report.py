@@ -71,7 +71,7 @@ def format_text(s: dict) -> str:
     lines = [
         f"run {s['run']}: {s['benchmark']} | protocol {s['protocol']} | method {s['method']} | {s['agents']} agent(s) | model {s['model']}",
         f"tasks {s['tasks']}/{s['tasks_planned']}  pass@1 (hidden tests, {s['protocol']}) {s['pass_at_1']}%"
-        + (f"  greedy baseline {s['baseline_pass_at_1']}%  RSR {s['rsr']}%" if s["baseline_pass_at_1"] is not None else ""),
+        + (f"  greedy baseline {s['baseline_pass_at_1']}%  RSR " + (f"{s['rsr']}%" if s["rsr"] is not None else "n/a") if s["baseline_pass_at_1"] is not None else ""),
         f"visible tests passed by the final program: {s['visible_pass_rate']}%",
         "per gamma: " + "; ".join(f"{g}: final for {v['final_from']} tasks ({v['final_solved']} solved), "
                                   f"attempts {v['attempts']} pass {v['attempt_pass_rate']}%" for g, v in s["per_gamma"].items()),
