@@ -122,8 +122,10 @@ class HFModel:
             if not path.is_file():
                 raise EgcfgError(f"model file not found: {path}")
             folder = str(_convert(path))
+        elif source.startswith(("/", ".", "~")) and not path.expanduser().is_dir():
+            raise EgcfgError(f"model folder not found: {source}")
         else:
-            folder = source  # a local folder, or a hub id (needs a network)
+            folder = str(path.expanduser()) if path.expanduser().is_dir() else source  # else a hub id
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
         # 256-row decode forward 20 ms in bf16, 53 ms in float32). dtype= overrides.
