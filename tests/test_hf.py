@@ -143,3 +143,34 @@ def test_concurrent_prefills_share_padded_forwards(hf_model):
     for ids, logits in zip(prompts, got):
         np.testing.assert_allclose(logits, reference(m, ids), atol=2e-3)
     assert m.batcher.forwards - before < 4  # 4 chunks in all, padded together where they met
+
+
+def test_tokenizer_is_safe_across_threads(hf_model):
+    text = "<|im_start|>user\nhi<|im_end|>\n" * 20
+    want_special, want_plain = hf_model.tokenize(text, special=True), hf_model.tokenize(text)
+    assert want_special != want_plain
+    bad = []
+
+    def work(special):
+        for _ in range(30):
+            if hf_model.tokenize(text, special=special) != (want_special if special else want_plain):
+                bad.append(special)
+
+    threads = [threading.Thread(target=work, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_a_closed_model_fails_fast_instead_of_hanging(model_path):
+    from egcfg.errors import BackendFailure
+    from egcfg.lm import load_model
+
+    m = load_model("hf:embedded?slots=2", n_ctx=256)
+    s = m.session(1)
+    s.sync(0, [1, 2, 3])
+    m.close()
+    with pytest.raises(BackendFailure, match="closed"):
+        s.step({0: 4})

@@ -28,9 +28,14 @@ def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.r
     if temperature <= 0:
         return int(np.argmax(logits))
     z = np.divide(logits, temperature, dtype=np.float32)
-    z -= z.max()
+    best = z.max()
+    if not np.isfinite(best):  # NaN or +inf logits: no distribution to sample from
+        return int(np.nanargmax(np.where(np.isnan(z), -np.inf, z)))
+    z -= best
     p = np.exp(z)
     total = p.sum(dtype=np.float64)
+    if top_p >= 1.0:  # no nucleus: the whole distribution
+        return int(rng.choice(p.size, p=p / total))
     top = np.flatnonzero(z > -25.0)
     order = top[np.argsort(-p[top], kind="stable")]
     cum = np.cumsum(p[order], dtype=np.float64) / total

@@ -231,13 +231,14 @@ def cmd_bench(args) -> int:
     settings = {
         "benchmark": args.benchmark, "protocol": args.protocol, "method": args.method,
         "agents": [{"name": a.name, **a.config.to_dict()} for a in agents], "model": model_label,
-        "task_ids": [t.task_id for t in tasks],
+        "task_ids": [t.task_id for t in tasks], "model_spec": args.model or "embedded",
     }
     store = Store(out)
     try:
         if args.resume:
             old = store.meta()
-            changed = [k for k, v in settings.items() if old.get(k) != v]
+            # model_spec (with its ?options) is compared only for runs that recorded it
+            changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)]
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
         else:

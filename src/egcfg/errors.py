@@ -6,3 +6,8 @@ The CLI prints its message on one line and exits 2; the library raises it instea
 
 class EgcfgError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class BackendFailure(EgcfgError):
+    """The model backend itself broke (e.g. a CUDA error), not one task's input: a benchmark run
+    stops on it instead of recording the failure as every in-flight task's attempt."""

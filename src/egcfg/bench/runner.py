@@ -26,7 +26,7 @@ from typing import Callable
 
 from ..agents import Agent
 from ..engine import Attempt, Generator, Stats, _Trace
-from ..errors import EgcfgError
+from ..errors import BackendFailure, EgcfgError
 from ..execution.sandbox import Limits, Sandbox
 from ..solver import pick_final
 from ..task import Task
@@ -69,6 +69,8 @@ class _Worker:
                     reused = self._reuse_greedy(store, task, agent, agents, gamma)
                     try:
                         attempt = reused or generator.run(gamma, traces=traces, stats=Stats(), cancelled=is_solved)
+                    except BackendFailure:
+                        raise  # the model is broken for every task: stop, store nothing false
                     except EgcfgError as exc:  # e.g. the context is full: record it, keep the run going
                         log.warning("%s, agent %s, gamma %g: %s", task.task_id, agent.name, gamma, exc)
                         attempt = Attempt(gamma=gamma, code="", passed=False, tests_passed=0,
@@ -113,13 +115,19 @@ def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer
     connection (SQLite connections are per thread), the model and sandboxes are shared."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    stop = threading.Event()  # set on an error or Ctrl-C: running tasks end at their next line
+
     def one(position: int, task: Task) -> bool:
         store = Store(folder)
         try:
             solved: set = set()
             for agent in agents:
-                worker.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
+                if stop.is_set():
+                    raise EgcfgError("run stopped")
+                worker.run_unit(store, task, agent, agents, protocol, lambda: stop.is_set() or task.task_id in solved,
                                 lambda: solved.add(task.task_id))
+            if stop.is_set():  # the attempts it has are stored; the task is finished on --resume
+                raise EgcfgError("run stopped")
             return finalize(store, task, position, agents, protocol, scorer)
         finally:
             store.close()
@@ -130,7 +138,8 @@ def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer
             for future in as_completed(futures):
                 tick(future.result())
         except BaseException:
-            for future in futures:  # stop starting new tasks; running ones finish their attempt
+            stop.set()
+            for future in futures:
                 future.cancel()
             raise
 

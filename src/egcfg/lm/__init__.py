@@ -23,6 +23,9 @@ def _split_options(spec: str, allowed: dict) -> tuple[str, dict]:
             options[key] = allowed[key](value)
         except ValueError:
             raise EgcfgError(f"model option {key}={value!r} is not a valid {allowed[key].__name__}") from None
+        number = options[key]
+        if allowed[key] in (int, float) and not (0 < number < 1e9):  # also rejects nan and inf
+            raise EgcfgError(f"model option {key}={value!r} must be a positive finite number")
     return spec, options
 
 

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import EgcfgError
+from ..errors import BackendFailure, EgcfgError
 from .base import Capabilities, SessionStats, common_prefix
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,12 @@ class HFModel:
             raise EgcfgError(f"model folder not found: {source}")
         else:
             folder = str(path.expanduser()) if path.expanduser().is_dir() else source  # else a hub id
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if self.device.type == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("torch sees no CUDA device")
+        except RuntimeError as exc:
+            raise EgcfgError(f"device {device!r} is not usable: {exc}") from None
         # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
         # 256-row decode forward 20 ms in bf16, 53 ms in float32). dtype= overrides.
         if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -151,6 +156,7 @@ class HFModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         attn_module = __import__(type(self.hf.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
         self._rope = attn_module.apply_rotary_pos_emb
+        self._tok_lock = threading.Lock()
         self._pieces = self._piece_table()
         self._eog = self._eog_ids()
         # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
@@ -168,15 +174,19 @@ class HFModel:
         decoder = _bytes_decoder()
         special = set(self.tokenizer.all_special_ids) | {
             i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        # Byte-level BPE vocabularies spell space and newline as "Ġ" and "Ċ"; SentencePiece ones
+        # use "▁" for space and <0xNN> tokens for raw bytes.
+        byte_level = any(t in ("Ġ", "Ċ") for t in tokens if t)
         table = []
-        for i, tok in enumerate(self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))):
+        for i, tok in enumerate(tokens):
             if tok is None or i in special:
                 table.append(b"")
-            elif all(c in decoder for c in tok):
+            elif byte_level and all(c in decoder for c in tok):
                 table.append(bytes(decoder[c] for c in tok))
-            elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):  # SentencePiece byte
+            elif not byte_level and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
                 table.append(bytes([int(tok[3:5], 16)]))
-            else:  # SentencePiece word piece or an added plain-text token
+            else:  # a SentencePiece word piece, or an added plain-text token
                 table.append(tok.replace("\u2581", " ").encode("utf-8"))
         return table + [b""] * max(0, self.n_vocab - len(table))
 
@@ -189,7 +199,10 @@ class HFModel:
         return ids
 
     def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
+        # One lock: the fast tokenizer keeps `split_special_tokens` as state on a shared object and
+        # encodes with the GIL released, so concurrent solves would race on it.
+        with self._tok_lock:
+            ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
         bos_id = self.tokenizer.bos_token_id
         if bos and bos_id is not None and getattr(self.tokenizer, "add_bos_token", False):
             ids = [bos_id] + ids
@@ -300,6 +313,12 @@ class HFModel:
         self.kv[:, :, dst, :, :n] = self.kv[:, :, src, :, :n]
 
 
+def _as_error(exc: Exception) -> EgcfgError:
+    """Errors of one request (context full, no slots) stay EgcfgError; anything else means the
+    backend itself failed (CUDA out of memory, a device assert): BackendFailure stops a run."""
+    return exc if isinstance(exc, EgcfgError) else BackendFailure(f"hf backend: {type(exc).__name__}: {exc}")
+
+
 class _Request:
     __slots__ = ("kind", "rows", "copy", "done", "result", "error")
 
@@ -343,15 +362,26 @@ class _Batcher:
     def stop(self) -> None:
         with self._cv:
             self._stopped = True
+            queued, self._queue = self._queue, []
             self._cv.notify_all()
+        self._fail(queued, BackendFailure("the model was closed"))
+
+    @staticmethod
+    def _fail(requests: list[_Request], error: Exception) -> None:
+        for r in requests:
+            if not r.done.is_set():
+                r.error = error
+                r.done.set()
 
     def call(self, request: _Request):
         with self._cv:
             if self._stopped:
-                raise EgcfgError("the model was closed")
+                raise BackendFailure("the model was closed")
             self._queue.append(request)
             self._cv.notify_all()
-        request.done.wait()
+        while not request.done.wait(timeout=5.0):
+            if self._thread is None or not self._thread.is_alive():
+                raise BackendFailure("the hf backend's batcher thread is gone")
         if request.error is not None:
             raise request.error
         return request.result
@@ -375,25 +405,36 @@ class _Batcher:
             return batch
 
     def _loop(self) -> None:
-        while True:
-            batch = self._gather()
-            if not batch:
-                return
-            for req in batch:
-                if req.kind == "copy":
-                    self._run(req, lambda r: self.model.copy_slot(*r.copy))
-            steps = [r for r in batch if r.kind == "step"]
-            if steps:
-                self._run_steps(steps)
-            prefills = [r for r in batch if r.kind == "prefill"]
-            if prefills:
-                self._run_prefills(prefills)
+        batch: list[_Request] = []
+        try:
+            while True:
+                batch = self._gather()
+                if not batch:
+                    return
+                self._serve(batch)
+        except BaseException as exc:  # never leave a session waiting on a dead thread
+            with self._cv:
+                self._stopped = True
+                queued, self._queue = self._queue, []
+            self._fail(batch + queued, BackendFailure(f"hf backend: {exc}"))
+            raise
+
+    def _serve(self, batch: list[_Request]) -> None:
+        for req in batch:
+            if req.kind == "copy":
+                self._run(req, lambda r: self.model.copy_slot(*r.copy))
+        steps = [r for r in batch if r.kind == "step"]
+        if steps:
+            self._run_steps(steps)
+        prefills = [r for r in batch if r.kind == "prefill"]
+        if prefills:
+            self._run_prefills(prefills)
 
     def _run(self, req: _Request, fn) -> None:
         try:
             req.result = fn(req)
         except Exception as exc:  # handed to the waiting session, which raises it
-            req.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+            req.error = _as_error(exc)
         req.done.set()
 
     def _run_prefills(self, requests: list[_Request]) -> None:
@@ -421,13 +462,13 @@ class _Batcher:
                     for i, (r, row) in enumerate(group):
                         offsets[id(r)] += len(row[2])
                         if offsets[id(r)] >= len(r.rows[0][2]):
-                            r.result = logits[i]
+                            r.result = logits[i].copy()  # not a view: it would pin the whole block
                             r.done.set()
                 pending = [r for r in pending if not r.done.is_set()]
         except Exception as exc:
             for r in pending:
                 if not r.done.is_set():
-                    r.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+                    r.error = _as_error(exc)
                     r.done.set()
 
     def _run_steps(self, steps: list[_Request]) -> None:
@@ -441,12 +482,12 @@ class _Batcher:
             logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
         except Exception as exc:
             for r in steps:
-                r.error = exc if isinstance(exc, EgcfgError) else EgcfgError(f"hf backend: {exc}")
+                r.error = _as_error(exc)
                 r.done.set()
             return
         at = 0
         for r in steps:
-            r.result = logits[at:at + len(r.rows)]
+            r.result = logits[at:at + len(r.rows)].copy()
             at += len(r.rows)
             r.done.set()
 
@@ -498,6 +539,8 @@ class HFSession:
             return self._logits[seq]
         keep = min(keep, len(tokens) - 1)  # the last token runs again for its logits
         todo = tokens[keep:]
+        self._tokens[seq] = tokens[:keep]  # what the slot holds if the prefill fails part-way
+        self._logits.pop(seq, None)
         logits = self.model.batcher.call(_Request("prefill", rows=[(self._slot(seq), keep, todo)]))
         self.stats.prefilled += len(todo)
         self.stats.batches += 1 + (len(todo) - 1) // PREFILL_CHUNK
@@ -525,6 +568,8 @@ class HFSession:
         self._tokens[dst] = list(self._tokens[src])
         if src in self._logits:
             self._logits[dst] = self._logits[src]
+        else:
+            self._logits.pop(dst, None)
 
     def drop(self, seq: int) -> None:
         self._tokens.pop(seq, None)
