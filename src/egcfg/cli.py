@@ -193,6 +193,7 @@ def cmd_bench(args) -> int:
     from .bench.datasets import load_benchmark
     from .bench.runner import run_benchmark
     from .bench.store import DB_NAME, Store, provenance
+    from .lm import split_spec
     from .models import ALIASES, MODELS
 
     out = Path(args.out)
@@ -221,10 +222,8 @@ def cmd_bench(args) -> int:
         agents = load_grid(args.agents_file, base)
     else:
         agents = paper_grid(args.agents, base)
-    spec = args.model or "embedded"
-    backend = "transformers" if spec.startswith("hf:") else "llama.cpp"
-    spec = spec.split(":", 1)[1] if spec.startswith(("hf:", "llamacpp:")) else spec
-    name = ALIASES.get(spec.split("?")[0], spec.split("?")[0])
+    backend, target, _ = split_spec(args.model)
+    name = ALIASES.get(target, target)
     model_label = MODELS[name].filename if name in MODELS else name
     if backend != "llama.cpp":
         model_label += f" ({backend})"

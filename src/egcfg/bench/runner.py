@@ -109,6 +109,22 @@ def _greedy_key(agent: Agent) -> tuple:
     return (cfg.prompt_style, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
 
 
+def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents: list[Agent], protocol: str,
+                scorer: Sandbox, stop: threading.Event | None = None) -> bool:
+    """One task in this thread: its agents in order (the first to pass stops the rest), then the
+    final program. ``stop`` (a run-wide stop) ends it at the next line boundary, unfinalized."""
+    halted = stop.is_set if stop is not None else (lambda: False)
+    solved: set = set()
+    for agent in agents:
+        if halted():
+            raise EgcfgError("run stopped")
+        worker.run_unit(store, task, agent, agents, protocol, lambda: halted() or task.task_id in solved,
+                        lambda: solved.add(task.task_id))
+    if halted():  # the attempts it has are stored; the task is finished on --resume
+        raise EgcfgError("run stopped")
+    return finalize(store, task, position, agents, protocol, scorer)
+
+
 def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer: Sandbox, concurrency: int,
                     tick: Callable[[bool], None]) -> None:
     """Whole tasks (all agents, in order) in ``concurrency`` threads; each thread has its own store
@@ -120,15 +136,7 @@ def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer
     def one(position: int, task: Task) -> bool:
         store = Store(folder)
         try:
-            solved: set = set()
-            for agent in agents:
-                if stop.is_set():
-                    raise EgcfgError("run stopped")
-                worker.run_unit(store, task, agent, agents, protocol, lambda: stop.is_set() or task.task_id in solved,
-                                lambda: solved.add(task.task_id))
-            if stop.is_set():  # the attempts it has are stored; the task is finished on --resume
-                raise EgcfgError("run stopped")
-            return finalize(store, task, position, agents, protocol, scorer)
+            return _whole_task(worker, store, task, position, agents, protocol, scorer, stop)
         finally:
             store.close()
 
@@ -227,11 +235,7 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
             worker = _Worker(model_spec, None, run_timeout)
             try:
                 for position, task in todo:
-                    solved = set()
-                    for agent in agents:
-                        worker.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
-                                        lambda: solved.add(task.task_id))
-                    tick(finalize(store, task, position, agents, protocol, scorer))
+                    tick(_whole_task(worker, store, task, position, agents, protocol, scorer))
             finally:
                 worker.sandbox.close()
         else:

@@ -11,10 +11,25 @@ from .base import LanguageModel
 _HF_OPTIONS = {"device": str, "dtype": str, "slots": int, "n_ctx": int, "batch_wait": float}
 
 
-def _split_options(spec: str, allowed: dict) -> tuple[str, dict]:
-    if "?" not in spec:
-        return spec, {}
-    spec, query = spec.split("?", 1)
+BACKENDS = {"llamacpp": "llama.cpp", "hf": "transformers", "openai": "openai"}
+
+
+def split_spec(spec: str | None) -> tuple[str, str, str]:
+    """``[backend:]target[?options]`` -> (backend name, target, options query). No prefix means
+    llama.cpp, whose target is a name or a file path taken whole (no options). The one parser of
+    model specs: loading and run labels both use it."""
+    spec = spec or "embedded"
+    prefix, _, rest = spec.partition(":")
+    backend = BACKENDS.get(prefix)
+    if backend is None:  # no known prefix (a path may contain ":" too)
+        backend, rest = "llama.cpp", spec
+    if backend == "llama.cpp":
+        return backend, rest, ""
+    target, _, query = rest.partition("?")
+    return backend, target, query
+
+
+def _split_options(query: str, allowed: dict) -> dict:
     options = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in allowed:
@@ -26,7 +41,7 @@ def _split_options(spec: str, allowed: dict) -> tuple[str, dict]:
         number = options[key]
         if allowed[key] in (int, float) and not (0 < number < 1e9):  # also rejects nan and inf
             raise EgcfgError(f"model option {key}={value!r} must be a positive finite number")
-    return spec, options
+    return options
 
 
 def load_model(spec: str | None = None, **options) -> LanguageModel:
@@ -40,21 +55,19 @@ def load_model(spec: str | None = None, **options) -> LanguageModel:
     Backends are imported only when asked for."""
     from ..models import MODELS, ALIASES, resolve_model_path
 
-    spec = spec or "embedded"
-    if spec.startswith("llamacpp:"):
-        spec = spec[len("llamacpp:"):]
-    if spec.startswith("openai:"):
+    backend, target, query = split_spec(spec)
+    if backend == "openai":
         raise EgcfgError("backend 'openai' is not available in this version; use a GGUF file or hf:")
-    if spec.startswith("hf:"):
-        target, extra = _split_options(spec[3:], _HF_OPTIONS)
-        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")} | extra
+    if backend == "transformers":
+        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")}
+        options |= _split_options(query, _HF_OPTIONS)
         if ALIASES.get(target, target) in MODELS or target.endswith(".gguf"):
             target = str(resolve_model_path(target))
         from .hf import HFModel
 
         return HFModel(target, **options)
     options.pop("slots", None)  # llama.cpp contexts are per session: no shared slots to size
-    path = resolve_model_path(spec)
+    path = resolve_model_path(target)
     from .llamacpp import LlamaCppModel
 
     return LlamaCppModel(path, **options)

@@ -76,8 +76,19 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def reusable_prefix(known: Sequence[int], tokens: Sequence[int], have_logits: bool) -> int | None:
+    """How many cached tokens a sync to ``tokens`` keeps; None when the sequence already holds
+    exactly ``tokens`` with its logits (nothing to run). The last token always runs again,
+    because its logits are what sync returns."""
+    keep = common_prefix(known, tokens)
+    if keep == len(tokens) == len(known) and have_logits:
+        return None
+    return min(keep, len(tokens) - 1)
+
+
 def detokenize(model: LanguageModel, tokens: Sequence[int]) -> str:
     return b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
 
 
-__all__ = ["Capabilities", "LanguageModel", "Session", "SessionStats", "common_prefix", "detokenize"]
+__all__ = ["Capabilities", "LanguageModel", "Session", "SessionStats", "common_prefix", "detokenize",
+           "reusable_prefix"]

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from .base import Capabilities, SessionStats, common_prefix
+from .base import Capabilities, SessionStats, reusable_prefix
 
 log = logging.getLogger(__name__)
 
@@ -533,11 +533,9 @@ class HFSession:
         if not tokens:
             raise ValueError("cannot sync a sequence to no tokens")
         self._check(len(tokens))
-        known = self._tokens.get(seq, [])
-        keep = common_prefix(known, tokens)
-        if keep == len(tokens) == len(known) and seq in self._logits:
+        keep = reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
+        if keep is None:
             return self._logits[seq]
-        keep = min(keep, len(tokens) - 1)  # the last token runs again for its logits
         todo = tokens[keep:]
         self._tokens[seq] = tokens[:keep]  # what the slot holds if the prefill fails part-way
         self._logits.pop(seq, None)

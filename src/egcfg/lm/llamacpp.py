@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EgcfgError
-from .base import Capabilities, SessionStats, common_prefix
+from .base import Capabilities, SessionStats, reusable_prefix
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # before the import sets its callback
 
@@ -199,11 +199,9 @@ class LlamaCppSession:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("cannot sync a sequence to no tokens")
-        known = self._tokens.get(seq, [])
-        keep = common_prefix(known, tokens)
-        if keep == len(tokens) == len(known) and seq in self._logits:
+        keep = reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
+        if keep is None:
             return self._logits[seq]
-        keep = min(keep, len(tokens) - 1)  # the last token must be decoded again for its logits
         if not L.llama_memory_seq_rm(self._mem, seq, keep, -1):
             L.llama_memory_seq_rm(self._mem, seq, -1, -1)
             keep = 0
