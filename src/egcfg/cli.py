@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--agents", type=int, default=1, help="first N agents of the paper's grid (default 1)")
     b.add_argument("--agents-file", help="JSON list of agent configs instead of the paper's grid")
     b.add_argument("--protocol", choices=["honest", "paper"], default="honest")
-    b.add_argument("--workers", type=int, default=1, help="worker processes, one model each (default 1)")
+    b.add_argument("--workers", type=int, default=1, help="worker processes, one model each (default 1): they run a task's agents in "
+                   "parallel, or with --concurrency each runs that many tasks")
     b.add_argument("--concurrency", type=int, default=1,
                    help="tasks solved at once in threads sharing one model (for hf: on a GPU; default 1)")
     b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
@@ -203,8 +204,6 @@ def cmd_bench(args) -> int:
         raise EgcfgError(f"{out}: nothing to resume (no {DB_NAME})")
     if args.workers < 1 or args.agents < 1 or args.concurrency < 1:
         raise EgcfgError("--workers, --agents and --concurrency must be at least 1")
-    if args.workers > 1 and args.concurrency > 1:
-        raise EgcfgError("use --workers (agents of a task in processes) or --concurrency (tasks in threads), not both")
     tasks = load_benchmark(args.benchmark, args.data)
     if args.tasks:
         wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -2,9 +2,10 @@
 
 Unit of work: one agent's gamma schedule on one task. Units of a task run in parallel worker
 processes (``workers`` > 1, each with its own model) or one after another in this process. With
-``concurrency`` > 1, that many *tasks* run at once in threads of this process, sharing one model
+``concurrency`` > 1, that many *tasks* run at once in threads of one process, sharing one model
 and one sandbox pool: the transformers backend batches their decoding steps into shared forward
-passes (the way to use a GPU), while their executions spread over the CPU cores. When a
+passes (the way to use a GPU), while their executions spread over the CPU cores; with ``workers``
+> 1 as well, each of that many processes runs ``concurrency`` task threads with its own model. When a
 unit's program passes (visible tests; hidden tests under the ``paper`` protocol), the task is marked
 solved and the other units stop at their next line boundary. Every attempt is written to the store
 at once; a resumed run reuses stored attempts and finished tasks.
@@ -125,31 +126,107 @@ def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents
     return finalize(store, task, position, agents, protocol, scorer)
 
 
-def _run_concurrent(todo, agents, folder, worker: _Worker, protocol: str, scorer: Sandbox, concurrency: int,
-                    tick: Callable[[bool], None]) -> None:
-    """Whole tasks (all agents, in order) in ``concurrency`` threads; each thread has its own store
-    connection (SQLite connections are per thread), the model and sandboxes are shared."""
+def _run_concurrent(next_task: Callable[[], tuple[int, Task] | None], agents, folder, worker: _Worker, protocol: str,
+                    scorer: Sandbox, concurrency: int, tick: Callable[[bool], None]) -> None:
+    """Whole tasks (all agents, in order) in ``concurrency`` threads, each taking the next task
+    from ``next_task`` until it returns None. Each thread has its own store connection (SQLite
+    connections are per thread); the model and sandboxes are shared."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     stop = threading.Event()  # set on an error or Ctrl-C: running tasks end at their next line
 
-    def one(position: int, task: Task) -> bool:
+    def loop() -> None:
         store = Store(folder)
         try:
-            return _whole_task(worker, store, task, position, agents, protocol, scorer, stop)
+            while not stop.is_set():
+                item = next_task()
+                if item is None:
+                    return
+                position, task = item
+                tick(_whole_task(worker, store, task, position, agents, protocol, scorer, stop))
+        except BaseException:
+            stop.set()
+            raise
         finally:
             store.close()
 
     with ThreadPoolExecutor(concurrency, thread_name_prefix="egcfg-task") as pool:
-        futures = [pool.submit(one, position, task) for position, task in todo]
+        futures = [pool.submit(loop) for _ in range(concurrency)]
         try:
             for future in as_completed(futures):
-                tick(future.result())
+                future.result()
         except BaseException:
             stop.set()
-            for future in futures:
-                future.cancel()
             raise
+
+
+def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, protocol, scorer, concurrency, tick):
+    seqs = 2 + max(a.config.candidates for a in agents)
+    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs)
+    pending = iter(todo)
+    lock = threading.Lock()
+
+    def next_task():
+        with lock:
+            return next(pending, None)
+
+    try:
+        _run_concurrent(next_task, agents, folder, worker, protocol, scorer, concurrency, tick)
+    finally:
+        worker.sandbox.close()
+        getattr(worker.model, "close", lambda: None)()
+
+
+def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q) -> None:
+    """Body of one of ``workers`` processes under --concurrency: its own model, sandbox pool and
+    ``concurrency`` task threads, all pulling from one shared task queue. Several processes avoid
+    one interpreter lock for every task's sampling and guidance, and feed the GPU from several
+    launch queues."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    try:
+        scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
+        try:
+            _concurrent_in_this_process(iter(tasks_q.get, None), agents, folder, model_spec, run_timeout, protocol,
+                                        scorer, concurrency, lambda ok: results_q.put(("task", ok)))
+        finally:
+            scorer.close()
+    except BaseException as exc:  # reported to the parent, which stops the run with it
+        results_q.put(("error", str(exc) or type(exc).__name__))
+
+
+def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protocol, concurrency, workers, tick):
+    ctx = multiprocessing.get_context("spawn")
+    tasks_q, results_q = ctx.Queue(), ctx.Queue()
+    for item in todo:
+        tasks_q.put(item)
+    for _ in range(workers * concurrency):  # one end mark per task thread
+        tasks_q.put(None)
+    procs = [ctx.Process(target=_concurrent_process, daemon=True,
+                         args=(str(folder), agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    import queue
+
+    try:
+        left = len(todo)
+        while left:
+            try:
+                kind, value = results_q.get(timeout=1.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    raise EgcfgError("all worker processes ended before the run was done") from None
+                continue
+            if kind == "error":
+                raise EgcfgError(f"a worker process failed: {value}")
+            left -= 1
+            tick(value)
+    finally:  # done, failed or interrupted: stored attempts stay; --resume finishes the rest
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=30)
 
 
 # -- worker processes ---------------------------------------------------------------------------
@@ -223,14 +300,11 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
 
     scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
     try:
-        if concurrency > 1:
-            seqs = 2 + max(a.config.candidates for a in agents)
-            worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs)
-            try:
-                _run_concurrent(todo, agents, store.folder, worker, protocol, scorer, concurrency, tick)
-            finally:
-                worker.sandbox.close()
-                getattr(worker.model, "close", lambda: None)()
+        if concurrency > 1 and workers > 1:
+            _concurrent_processes(todo, agents, store.folder, model_spec, run_timeout, protocol, concurrency, workers, tick)
+        elif concurrency > 1:
+            _concurrent_in_this_process(todo, agents, store.folder, model_spec, run_timeout, protocol, scorer,
+                                        concurrency, tick)
         elif workers <= 1:
             worker = _Worker(model_spec, None, run_timeout)
             try:
