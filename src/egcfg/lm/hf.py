@@ -69,11 +69,22 @@ def converted_dir(gguf: Path) -> Path:
 def _convert(gguf: Path) -> Path:
     """Dequantize a GGUF model with transformers once and keep it as float16 safetensors (loading
     a GGUF file takes a minute and rebuilds the tokenizer; a saved folder loads in seconds)."""
+    out = converted_dir(gguf)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Worker processes of one run start together: one converts, the others wait and reuse it.
+    # (filelock comes with huggingface_hub, which transformers needs anyway.)
+    from filelock import FileLock
+
+    with FileLock(str(out.with_name(out.name + ".lock"))):
+        _convert_locked(gguf, out)
+    return out
+
+
+def _convert_locked(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = converted_dir(gguf)
     if (out / "config.json").is_file() and (out / ".complete").is_file():
-        return out
+        return
     log.info("converting %s for transformers (once; cached in %s)", gguf.name, out)
     tmp = out.with_name(out.name + ".tmp")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -99,7 +110,6 @@ def _convert(gguf: Path) -> Path:
 
         shutil.rmtree(out)
     tmp.rename(out)
-    return out
 
 
 class HFModel:
