@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -332,11 +334,19 @@ def cmd_model(args) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="egcfg: %(levelname)s: %(message)s", stream=sys.stderr)
+    # `timeout`, a scheduler or `kill` stop a run with SIGTERM: unwind like Ctrl-C, so that worker
+    # processes are ended and every stored result is kept (a resumed run goes on from there).
+    if threading.current_thread() is threading.main_thread():  # (signal handlers live there only)
+        signal.signal(signal.SIGTERM, _interrupt)
     handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model,
                 "bench": cmd_bench, "report": cmd_report}
     try:

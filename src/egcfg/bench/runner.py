@@ -186,7 +186,10 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
     try:
         scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
         try:
-            _concurrent_in_this_process(iter(tasks_q.get, None), agents, folder, model_spec, run_timeout, protocol,
+            parent = os.getppid()
+            # Stop taking tasks when the end mark comes, or when the parent is gone (killed hard).
+            pending = iter(lambda: tasks_q.get() if os.getppid() == parent else None, None)
+            _concurrent_in_this_process(pending, agents, folder, model_spec, run_timeout, protocol,
                                         scorer, concurrency, lambda ok: results_q.put(("task", ok)))
         finally:
             scorer.close()
