@@ -52,6 +52,9 @@ def sample_continuations(model: LanguageModel, session: Session, base_seq: int, 
                          temperature: float, top_p: float, horizon: int, max_tokens: int,
                          rng: np.random.Generator, base_logits: np.ndarray) -> Sampled:
     """Sample ``len(seqs)`` continuations of ``base_seq``; stop each after ``horizon + 1`` newlines."""
+    remote = getattr(session, "sample_continuations", None)
+    if remote is not None:  # a server samples for us (lm/openai_api.py): no logits to sample from here
+        return remote(base_seq, len(seqs), temperature, top_p, horizon, max_tokens, rng)
     for seq in seqs:
         session.fork(base_seq, seq)
     texts = {seq: bytearray() for seq in seqs}

@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signal-budget", type=int, default=d.signal_budget, help="token budget of the trace signal")
     s.add_argument("--timeout", type=float, default=d.run_timeout, help="seconds per sandboxed run")
     s.add_argument("--seed", type=int, default=d.seed)
-    s.add_argument("--model", default=None, help="embedded model name (default qwen2.5-coder-0.5b) or a GGUF path")
+    s.add_argument("--model", default=None, help="embedded model name (default qwen2.5-coder-0.5b), a GGUF path, "
+                   "hf:<model> or openai:<base URL> (see the README)")
+    s.add_argument("--model-name", help="with openai:<URL>: the server's model name (key from $EGCFG_API_KEY or $OPENAI_API_KEY)")
     s.add_argument("--json", action="store_true", help="print one JSON object per task")
     s.add_argument("--explain", action="store_true", help="show candidates, traces and chosen line, line by line")
 
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=int, default=1,
                    help="tasks solved at once in threads sharing one model (for hf: on a GPU; default 1)")
     b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
-    b.add_argument("--model", default=None)
+    b.add_argument("--model", default=None, help="as for solve")
+    b.add_argument("--model-name", help="as for solve")
     b.add_argument("--gamma", type=_floats, default=d.gammas, help="each agent's gamma schedule")
     b.add_argument("--max-tokens", type=int, default=d.max_tokens)
     b.add_argument("--timeout", type=float, default=d.run_timeout)
@@ -157,6 +160,20 @@ def _print_explain(result) -> None:
             print(f"    chosen{' (guided)' if rec.guided else ''}: {rec.chosen!r}")
 
 
+def _model_spec(args) -> str | None:
+    """--model with --model-name folded in (model= option), so that one string names the model
+    everywhere: worker processes, run labels, --resume checks."""
+    if not args.model_name:
+        return args.model
+    from urllib.parse import quote
+
+    from .lm import split_spec
+
+    if split_spec(args.model)[0] != "openai":
+        raise EgcfgError("--model-name is for --model openai:<base URL>")
+    return f"{args.model}{'&' if '?' in args.model else '?'}model={quote(args.model_name, safe='')}"
+
+
 def cmd_solve(args) -> int:
     from .execution.sandbox import Limits, Sandbox
     from .lm import load_model
@@ -165,7 +182,7 @@ def cmd_solve(args) -> int:
     problems: list[str] = []
     tasks = _task_from_args(args, problems)
     config = _config_from_args(args)
-    model = load_model(args.model, n_ctx=config.n_ctx)
+    model = load_model(_model_spec(args), n_ctx=config.n_ctx)
     outputs = []
     all_passed = not problems  # a skipped malformed task counts as not solved
     with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
@@ -223,9 +240,14 @@ def cmd_bench(args) -> int:
         agents = load_grid(args.agents_file, base)
     else:
         agents = paper_grid(args.agents, base)
-    backend, target, _ = split_spec(args.model)
+    args.model = _model_spec(args)
+    backend, target, query = split_spec(args.model)
     name = ALIASES.get(target, target)
     model_label = MODELS[name].filename if name in MODELS else name
+    if backend == "openai":
+        from urllib.parse import parse_qs
+
+        model_label = f"{parse_qs(query).get('model', ['(served model)'])[0]} at {target}"
     if backend != "llama.cpp":
         model_label += f" ({backend})"
     settings = {

@@ -208,6 +208,11 @@ class Generator:
         rng = np.random.default_rng(cfg.seed)
         t_start = time.perf_counter()
         session = self.session()
+        # For 0 <= gamma <= 1 the guided score is a convex mix of the two log-probs, so where both
+        # branches' argmax agree the rule picks that token: a backend that pays for distributions
+        # (a server's top-k) is asked for argmaxes only, and for distributions where they differ.
+        session.full_logits = not 0.0 <= gamma <= 1.0
+        refine = getattr(session, "refine", None) if 0.0 < gamma < 1.0 else None
         prefilled_before = session.stats.prefilled
         lines: list[LineRecord] = []
         try:
@@ -244,6 +249,9 @@ class Generator:
                 if dyn_only:
                     token = int(np.argmax(dyn_logits))  # gamma 1: the rule reduces to p_dyn alone
                 elif dyn_logits is not None:
+                    if refine is not None and np.argmax(sol_logits) != np.argmax(dyn_logits):
+                        better = refine([SOL, DYN])
+                        sol_logits, dyn_logits = better[SOL], better[DYN]
                     token = guided_argmax(sol_logits, dyn_logits, gamma)
                 else:
                     token = int(np.argmax(sol_logits))

@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# Backends that only see a server's top-k log-probs (lm/openai_api.py) return full-vocabulary
+# arrays with this value for every token the server did not list. Real logits never come near it.
+UNLISTED = -1.0e4
+_LISTED = UNLISTED / 2
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable log-softmax in float64 (the vocabulary is ~150k, float32 sums drift)."""
@@ -47,6 +52,35 @@ def guided_argmax(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float) -> int:
         return int(np.argmax(z_sol))
     if gamma == 1.0:
         return int(np.argmax(z_dyn))
+    if z_sol.min() <= _LISTED or z_dyn.min() <= _LISTED:
+        return topk_guided_argmax(z_sol, z_dyn, gamma)
     scores = np.multiply(z_dyn, gamma, dtype=np.float32)
     scores += np.multiply(z_sol, 1.0 - gamma, dtype=np.float32)
     return int(np.argmax(scores))
+
+
+def _floor(listed: np.ndarray) -> float:
+    """The log-probability a top-k list implies for a token it does not list: at most the smallest
+    listed one, and at most all the mass the list leaves over. The upper bound is the cautious
+    choice: with gamma > 1 a missing p_sol entry is subtracted, so guessing it low would reward
+    exactly the tokens we know least about."""
+    rest = 1.0 - float(np.exp(listed.astype(np.float64)).sum())
+    return float(min(listed.min(), np.log(max(rest, 1e-12))))
+
+
+def topk_guided_argmax(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float) -> int:
+    """The guidance rule when each branch is known only by its top-k log-probs (UNLISTED elsewhere).
+
+    Eligible tokens are the union of the two lists; a token missing from one list gets that list's
+    floor (``_floor``). The rule is then applied as usual over the union. (The paper's reference code
+    keeps only tokens present in both lists, which deletes candidates, and with gamma > 1 can pick the
+    least likely one.) Normalising each list over the union would shift all its entries by one
+    constant, which changes no argmax, so it is left out."""
+    in_sol, in_dyn = z_sol > _LISTED, z_dyn > _LISTED
+    union = np.flatnonzero(in_sol | in_dyn)
+    if union.size == 0:
+        return int(np.argmax(z_sol))
+    sol = np.where(in_sol[union], z_sol[union], _floor(z_sol[in_sol]) if in_sol.any() else 0.0)
+    dyn = np.where(in_dyn[union], z_dyn[union], _floor(z_dyn[in_dyn]) if in_dyn.any() else 0.0)
+    scores = (1.0 - gamma) * sol.astype(np.float64) + gamma * dyn.astype(np.float64)
+    return int(union[np.argmax(scores)])

@@ -9,6 +9,8 @@ from .base import LanguageModel
 
 # Options a spec may carry after "?" (e.g. "hf:embedded?device=cuda&slots=320"), with their types.
 _HF_OPTIONS = {"device": str, "dtype": str, "slots": int, "n_ctx": int, "batch_wait": float}
+_OPENAI_OPTIONS = {"model": str, "tokenizer": str, "logprobs": int, "draft": int, "concurrency": int,
+                   "timeout": float, "retries": int, "api_key_env": str, "n_ctx": int}
 
 
 BACKENDS = {"llamacpp": "llama.cpp", "hf": "transformers", "openai": "openai"}
@@ -26,6 +28,8 @@ def split_spec(spec: str | None) -> tuple[str, str, str]:
     if backend == "llama.cpp":
         return backend, rest, ""
     target, _, query = rest.partition("?")
+    if backend == "openai" and target.startswith("//"):  # "openai://host:port/v1" means http://
+        target = "http:" + target
     return backend, target, query
 
 
@@ -39,6 +43,8 @@ def _split_options(query: str, allowed: dict) -> dict:
         except ValueError:
             raise EgcfgError(f"model option {key}={value!r} is not a valid {allowed[key].__name__}") from None
         number = options[key]
+        if key == "retries" and number == 0:
+            continue
         if allowed[key] in (int, float) and not (0 < number < 1e9):  # also rejects nan and inf
             raise EgcfgError(f"model option {key}={value!r} must be a positive finite number")
     return options
@@ -50,14 +56,21 @@ def load_model(spec: str | None = None, **options) -> LanguageModel:
     * None / "embedded" / an embedded model name / a ``.gguf`` path / ``llamacpp:<that>``: llama.cpp;
     * ``hf:<that>`` (a GGUF file is converted once), ``hf:<transformers folder or hub id>``:
       transformers on CUDA when there is one, else CPU; options after ``?``: device, dtype, slots,
-      n_ctx, batch_wait.
+      n_ctx, batch_wait;
+    * ``openai:<base URL>`` (e.g. ``openai:http://127.0.0.1:8000/v1``): any OpenAI-compatible
+      completions server; options after ``?``: model, tokenizer, logprobs, draft, concurrency,
+      timeout, retries, api_key_env (see lm/openai_api.py).
 
     Backends are imported only when asked for."""
     from ..models import MODELS, ALIASES, resolve_model_path
 
     backend, target, query = split_spec(spec)
     if backend == "openai":
-        raise EgcfgError("backend 'openai' is not available in this version; use a GGUF file or hf:")
+        options = {k: v for k, v in options.items() if k == "n_ctx"}
+        options |= _split_options(query, _OPENAI_OPTIONS)
+        from .openai_api import OpenAIModel
+
+        return OpenAIModel(target, **options)
     if backend == "transformers":
         options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")}
         options |= _split_options(query, _HF_OPTIONS)

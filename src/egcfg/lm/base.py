@@ -6,6 +6,7 @@ The engine thinks in sessions over token sequences, never in strings:
   common prefix it already has, rewinding and extending the rest) and returns the next-token logits;
 * ``Session.step({seq: token, ...})`` appends one token to several sequences in one batch;
 * ``Session.fork(src, dst)`` makes ``dst`` share ``src``'s prefix (no re-prefill), ``drop`` frees it.
+* A session may offer ``sample_continuations`` (candidates.py uses it instead of its own sampler).
 
 A backend that cannot do one of these natively must say so in ``capabilities`` rather than fake it.
 """
@@ -35,6 +36,9 @@ class Capabilities:
 
 class Session(Protocol):
     stats: SessionStats
+    # Set by the engine per attempt: False when only the argmax of what sync/step return is used
+    # (gamma 0 or 1). Backends that pay for distributions (a server's top-k) may then skip them.
+    full_logits: bool
 
     def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray: ...
 

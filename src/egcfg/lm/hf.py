@@ -505,6 +505,8 @@ class _Batcher:
 class HFSession:
     """Sequences of one solve, each in its own KV slot of the shared model."""
 
+    full_logits = True  # full logits come with every forward pass here: nothing to save
+
     def __init__(self, model: HFModel, n_seqs: int):
         self.model = model
         self._slots = model.take_slots(n_seqs)

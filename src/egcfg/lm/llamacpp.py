@@ -43,7 +43,8 @@ class LlamaCppModel:
 
     capabilities = Capabilities(fork=True, rewind=True)
 
-    def __init__(self, path: str | Path, n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512):
+    def __init__(self, path: str | Path, n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
+                 vocab_only: bool = False):
         global _backend_ready
         self.path = Path(path)
         if not self.path.is_file():
@@ -53,6 +54,7 @@ class LlamaCppModel:
             L.llama_backend_init()
             _backend_ready = True
         params = L.llama_model_default_params()
+        params.vocab_only = vocab_only  # a tokenizer only (the openai backend): no weights loaded
         self._model = L.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._model:
             raise EgcfgError(f"llama.cpp could not load {self.path} (not a GGUF model?)")
@@ -109,6 +111,10 @@ class LlamaCppModel:
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self._vocab, token))
 
+    def eos_id(self) -> int | None:
+        eos = L.llama_vocab_eos(self._vocab)
+        return None if eos < 0 else int(eos)
+
     def _special_text(self, token: int) -> str:
         if token < 0:
             return ""
@@ -136,6 +142,8 @@ class LlamaCppModel:
 
 class LlamaCppSession:
     """One llama.cpp context with ``n_seqs`` sequences sharing a unified KV cache."""
+
+    full_logits = True  # full logits come with every forward pass here: nothing to save
 
     def __init__(self, model: LlamaCppModel, n_seqs: int):
         params = L.llama_context_default_params()
