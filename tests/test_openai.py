@@ -1,0 +1,241 @@
+"""The openai backend: the top-k guidance rule, against llama-cpp-python's real OpenAI-compatible
+server on 127.0.0.1 (started here with the embedded model), and error handling against a fake
+server (refused connection, 500s, missing log-probs, a different tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from egcfg.guidance import UNLISTED, guided_argmax, log_softmax
+
+EXAMPLE = "examples/second_smallest.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the rule -----------------------------------------------------------------------------------
+def _topk(n: int, entries: dict[int, float]) -> np.ndarray:
+    z = np.full(n, UNLISTED, dtype=np.float32)
+    for t, lp in entries.items():
+        z[t] = lp
+    return z
+
+
+def test_topk_rule_picks_only_listed_tokens_and_floors_missing_ones():
+    sol = _topk(10, {1: -0.1, 2: -2.5})
+    dyn = _topk(10, {2: -0.3, 3: -1.4})
+    assert guided_argmax(sol, dyn, 0.0) == 1 and guided_argmax(sol, dyn, 1.0) == 2
+    assert guided_argmax(sol, dyn, 0.5) == 2  # listed by both
+    for gamma in (0.5, 2.0, 3.0, 10.0):  # never a token neither list names (ids 0, 4..9)
+        assert guided_argmax(sol, dyn, gamma) in (1, 2, 3)
+    # Token 3 is missing from p_sol: it gets p_sol's floor, min(smallest listed, log(mass left)),
+    # not a deletion (the reference keeps only tokens listed by both, which would force token 2).
+    floor = min(-2.5, np.log(1 - np.exp(-0.1) - np.exp(-2.5)))
+    scores = {t: -2.0 * s + 3.0 * d for t, (s, d) in {2: (-2.5, -0.3), 3: (floor, -1.4), 1: (-0.1, np.log(
+        1 - np.exp(-0.3) - np.exp(-1.4)))}.items()}
+    assert guided_argmax(sol, dyn, 3.0) == max(scores, key=scores.get)
+
+
+def test_full_logits_take_the_plain_path():
+    rng = np.random.default_rng(0)
+    z_sol, z_dyn = rng.normal(size=50).astype(np.float32), rng.normal(size=50).astype(np.float32)
+    for gamma in (0.5, 3.0):
+        want = int(np.argmax(log_softmax(z_sol) + gamma * (log_softmax(z_dyn) - log_softmax(z_sol))))
+        assert guided_argmax(z_sol, z_dyn, gamma) == want
+
+
+def test_first_lines():
+    from egcfg.lm.openai_api import _first_lines
+
+    assert _first_lines("a\nb\nc\nd", 2) == "a\nb\n"
+    assert _first_lines("a\nb", 3) == "a\nb"
+    assert _first_lines("a\n```\nb\n", 3) == "a\n```"
+
+
+# -- a real server --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(model_path):
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
+    port = _free_port()
+    log = open(f"/tmp/egcfg-test-server-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias",
+                             "qwen-test", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, "the server exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("the server did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.model
+def test_server_topk_equals_direct_logsoftmax(server, model):
+    """The top-k entries the server returns, mapped back to local token ids, are the direct
+    backend's log-softmax at the same position."""
+    from egcfg.lm import load_model
+
+    remote = load_model(f"openai:{server}?model=qwen-test")
+    prompt = model.tokenize("<|im_start|>user\nWrite add(a, b).<|im_end|>\n<|im_start|>assistant\n```python\ndef add(",
+                            special=True)
+    with model.session(1) as local:
+        direct = log_softmax(local.sync(0, prompt))
+    session = remote.session(2)
+    session.full_logits = True
+    got = session.sync(0, prompt)
+    listed = np.flatnonzero(got > UNLISTED / 2)
+    assert len(listed) >= remote.k
+    assert set(listed[np.argsort(-got[listed])][:3]) == set(np.argsort(-direct)[:3])
+    # Same model and weights; the server's batch layout differs (logits for every prompt position),
+    # which moves 4-bit-quantized log-probs by a few hundredths (measured up to 0.07).
+    np.testing.assert_allclose(got[listed], direct[listed], atol=0.15)
+    # The next position comes from the same draft: no new request when the drafted token is fed.
+    before = remote.stats.requests
+    nxt = session.step({0: int(np.argmax(got))})[0]
+    assert remote.stats.requests == before and (nxt > UNLISTED / 2).sum() >= remote.k
+    # argmax-only (gamma 0 or 1): a plain-text draft, each position listing one token.
+    session.full_logits = False
+    one = session.sync(1, prompt)  # a sequence without a draft (a fork would share seq 0's full one)
+    assert (one > UNLISTED / 2).sum() == 1 and int(np.argmax(one)) == int(np.argmax(direct))
+    remote.close()
+
+
+@pytest.mark.model
+def test_greedy_through_the_server_matches_direct(server, egcfg_cli):
+    out = {}
+    for name, extra in (("server", ["--model", f"openai:{server}", "--model-name", "qwen-test"]), ("direct", [])):
+        res = egcfg_cli("solve", EXAMPLE, "--gamma", "0", "--json", *extra)
+        assert res.returncode in (0, 1), res.stderr[-500:]
+        out[name] = json.loads(res.stdout)
+    assert out["server"]["code"] == out["direct"]["code"]
+
+
+@pytest.mark.model
+def test_egcfg_through_the_server_solves_with_guidance(server, egcfg_cli):
+    res = egcfg_cli("solve", EXAMPLE, "--gamma", "0.5", "--json", "--model", f"openai:{server}",
+                    "--model-name", "qwen-test", timeout=900)
+    assert res.returncode == 0, res.stderr[-800:]
+    result = json.loads(res.stdout)
+    assert result["passed"] and result["stats"]["refreshes"] > 0 and result["stats"]["executions"] > 0
+
+
+@pytest.mark.model
+def test_wrong_model_name_is_one_line(server, egcfg_cli):
+    res = egcfg_cli("solve", EXAMPLE, "--model", f"openai:{server}", "--model-name", "nope")
+    assert res.returncode == 2 and "serves no model 'nope' (it serves: qwen-test)" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# -- a fake server for failures --------------------------------------------------------------------
+class _Fake:
+    """A tiny OpenAI-shaped server: lists one model, tokenizes like the embedded model (or not),
+    and answers completions per ``mode``."""
+
+    def __init__(self, mode: str, tokens: list[int] | None = None):
+        self.mode, self.tokens, self.completions = mode, tokens, 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "x"}]})
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                self.rfile.read(length)
+                if self.path == "/extras/tokenize" and fake.tokens is not None:
+                    return self._send(200, {"tokens": fake.tokens})
+                if self.path != "/v1/completions":
+                    return self._send(404, {"error": {"message": "no such route"}})
+                fake.completions += 1
+                if fake.mode == "500":
+                    return self._send(500, {"error": {"message": "boom"}})
+                return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
+                                        "choices": [{"text": "x", "index": 0, "logprobs": None, "finish_reason": "length"}]})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _one_line_error(res, text):
+    assert res.returncode == 2, res.stderr[-500:]
+    assert text in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_refused_connection(egcfg_cli):
+    res = egcfg_cli("solve", EXAMPLE, "--model", f"openai:http://127.0.0.1:{_free_port()}/v1?retries=0")
+    _one_line_error(res, "cannot reach")
+
+
+def test_server_errors_are_retried_then_reported(egcfg_cli, model):
+    fake = _Fake("500", tokens=model.tokenize(__import__("egcfg.lm.openai_api", fromlist=["_PROBE"])._PROBE, special=True))
+    try:
+        res = egcfg_cli("solve", EXAMPLE, "--model", f"openai:{fake.url}?retries=2")
+        _one_line_error(res, "answered 500")
+        assert fake.completions == 3  # the first try and two retries (with backoff)
+    finally:
+        fake.close()
+
+
+def test_missing_logprobs(egcfg_cli, model):
+    from egcfg.lm.openai_api import _PROBE
+
+    fake = _Fake("no-logprobs", tokens=model.tokenize(_PROBE, special=True))
+    try:
+        _one_line_error(egcfg_cli("solve", EXAMPLE, "--model", f"openai:{fake.url}"), "returned no log-probs")
+    finally:
+        fake.close()
+
+
+def test_a_different_tokenizer_is_refused(egcfg_cli):
+    fake = _Fake("no-logprobs", tokens=[1, 2, 3])
+    try:
+        _one_line_error(egcfg_cli("solve", EXAMPLE, "--model", f"openai:{fake.url}"), "does not match the server's model")
+    finally:
+        fake.close()
+
+
+def test_bad_specs(egcfg_cli):
+    _one_line_error(egcfg_cli("solve", EXAMPLE, "--model", "openai:localhost:8000"), "must start with http")
+    _one_line_error(egcfg_cli("solve", EXAMPLE, "--model-name", "x"), "--model-name is for --model openai")
+    _one_line_error(egcfg_cli("solve", EXAMPLE, "--model", "openai:http://127.0.0.1:1/v1?logprobs=abc"),
+                    "not a valid int")
