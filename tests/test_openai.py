@@ -125,6 +125,23 @@ def test_server_topk_equals_direct_logsoftmax(server, model):
 
 
 @pytest.mark.model
+def test_hf_tokenizer_for_a_server(server, model, model_path):
+    """tokenizer=hf:<folder>: a transformers tokenizer passes the check against the server and
+    gives the same prompt tokens and pieces as the GGUF vocabulary."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    from egcfg.lm import load_model
+    from egcfg.lm.hf import _convert
+
+    remote = load_model(f"openai:{server}?model=qwen-test&tokenizer=hf:{_convert(model_path)}")
+    assert remote.flavour == "llama-cpp-python"  # the tokenizer check ran and agreed
+    text = remote.render_chat([{"role": "user", "content": "Write add(a, b) -> int."}]) + "```python\ndef add("
+    ids = remote.tokenize(text, special=True)
+    assert ids == model.tokenize(text, special=True)
+    assert remote.text(ids) == text  # special tokens written out for the server
+    remote.close()
+
+
+@pytest.mark.model
 def test_greedy_through_the_server_matches_direct(server, egcfg_cli):
     out = {}
     for name, extra in (("server", ["--model", f"openai:{server}", "--model-name", "qwen-test"]), ("direct", [])):

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
 from .base import Capabilities, SessionStats, reusable_prefix
+from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,6 @@ SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
 PREFILL_CHUNK = 512       # tokens per prefill row and forward (bounds the attention mask and activations)
 PREFILL_BUDGET = 2048     # padded tokens per batched prefill forward (rows x longest row)
 MAX_ROWS = 256            # one-token rows per decode forward
-
-
-def _bytes_decoder() -> dict[str, int]:
-    """GPT-2 byte-level BPE (Qwen, Llama 3): each byte has a printable stand-in character; this
-    is the inverse map. Printable Latin-1 bytes stand for themselves, the rest map to 256+n."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {chr(b): b for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            table[chr(256 + extra)] = b
-            extra += 1
-    return table
 
 
 def converted_dir(gguf: Path) -> Path:
@@ -120,7 +108,7 @@ class HFModel:
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002):
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         transformers.utils.logging.disable_progress_bar()  # egcfg's own output stays readable
         transformers.utils.logging.set_verbosity_error()
@@ -148,7 +136,6 @@ class HFModel:
             raise EgcfgError(f"unknown dtype {dtype!r} (e.g. float32, bfloat16, float16)")
         self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise EgcfgError(f"transformers could not load {source}: {str(exc).splitlines()[0]}") from None
@@ -166,9 +153,9 @@ class HFModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         attn_module = __import__(type(self.hf.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
         self._rope = attn_module.apply_rotary_pos_emb
-        self._tok_lock = threading.Lock()
-        self._pieces = self._piece_table()
-        self._eog = self._eog_ids()
+        self.tok = HFTokenizer(folder, n_vocab=self.n_vocab,
+                               extra_eos=getattr(self.hf.generation_config, "eos_token_id", None))
+        self.tokenizer = self.tok.tokenizer
         # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
         self.capacity = n_ctx + PREFILL_CHUNK
         # zeros, not empty: attention multiplies masked-out positions by 0, and 0 * NaN garbage = NaN
@@ -178,56 +165,18 @@ class HFModel:
         self._slot_lock = threading.Lock()
         self.batcher = _Batcher(self, batch_wait)
 
-    # -- text <-> tokens -------------------------------------------------------------------------
-    def _piece_table(self) -> list[bytes]:
-        """Bytes of every token id (special tokens: empty, as llama.cpp renders them for output)."""
-        decoder = _bytes_decoder()
-        special = set(self.tokenizer.all_special_ids) | {
-            i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
-        tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        # Byte-level BPE vocabularies spell space and newline as "Ġ" and "Ċ"; SentencePiece ones
-        # use "▁" for space and <0xNN> tokens for raw bytes.
-        byte_level = any(t in ("Ġ", "Ċ") for t in tokens if t)
-        table = []
-        for i, tok in enumerate(tokens):
-            if tok is None or i in special:
-                table.append(b"")
-            elif byte_level and all(c in decoder for c in tok):
-                table.append(bytes(decoder[c] for c in tok))
-            elif not byte_level and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
-                table.append(bytes([int(tok[3:5], 16)]))
-            else:  # a SentencePiece word piece, or an added plain-text token
-                table.append(tok.replace("\u2581", " ").encode("utf-8"))
-        return table + [b""] * max(0, self.n_vocab - len(table))
-
-    def _eog_ids(self) -> set[int]:
-        """End of generation: the eos ids of the tokenizer and the generation config, plus every
-        special (control) token: none of them belongs in a program."""
-        ids = {i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
-        for value in (self.tokenizer.eos_token_id, getattr(self.hf.generation_config, "eos_token_id", None)):
-            ids.update(value if isinstance(value, list) else [value] if value is not None else [])
-        return ids
-
+    # -- text <-> tokens: the tokenizer's (hf_tokenizer.py) ----------------------------------------
     def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
-        # One lock: the fast tokenizer keeps `split_special_tokens` as state on a shared object and
-        # encodes with the GIL released, so concurrent solves would race on it.
-        with self._tok_lock:
-            ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
-        bos_id = self.tokenizer.bos_token_id
-        if bos and bos_id is not None and getattr(self.tokenizer, "add_bos_token", False):
-            ids = [bos_id] + ids
-        return list(ids)
+        return self.tok.tokenize(text, special=special, bos=bos)
 
     def piece(self, token: int) -> bytes:
-        return self._pieces[token] if 0 <= token < len(self._pieces) else b""
+        return self.tok.piece(token)
 
     def is_eog(self, token: int) -> bool:
-        return token in self._eog
+        return self.tok.is_eog(token)
 
     def render_chat(self, messages: list[dict]) -> str:
-        if not self.tokenizer.chat_template:
-            raise EgcfgError(f"{self.name} has no chat template; use an instruct model")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tok.render_chat(messages)
 
     def describe(self) -> dict:
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
