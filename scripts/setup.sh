@@ -37,7 +37,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
   # torch pinned to the CPU wheel first: anything newer would download several GB of CUDA wheels.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf]" "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai]" "torch==2.13.0"
   echo "$want" > "$stamp"
 fi
 .venv/bin/egcfg model fetch >/dev/null
