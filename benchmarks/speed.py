@@ -145,9 +145,18 @@ def write_markdown(data: dict) -> None:
                   f"{cpu['raw']['decode_batch_tok_s']} |", "",
                   "Seconds per phase over all tasks: " + ", ".join(f"{k.replace('seconds_', '')} {v}"
                                                                   for k, v in cpu["phase_seconds"].items()), ""]
-    gpu = data.get("gpu")
-    if gpu:
-        lines += ["## GPU", ""] + [f"- {k}: {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))]
+    for key, title in (("gpu", "GPU"), ("gpu_before", "GPU, before (the previous measurement)")):
+        gpu = data.get(key)
+        if not gpu:
+            continue
+        lines += [f"## {title}", ""] + [f"- {k}: {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))]
+        for k in ("tokens_per_second", "gpu_utilization_percent"):
+            if isinstance(gpu.get(k), dict):
+                lines.append(f"- {k}: " + ", ".join(f"{a} {b}" for a, b in gpu[k].items()))
+        for row in gpu.get("pass_rate_parity") or []:
+            if isinstance(row, dict):
+                lines.append(f"- parity with `{row['cpu_run']}` ({row['what']}, {row['tasks']} tasks): GPU "
+                             f"{row['gpu_pass_at_1']}% vs CPU {row['cpu_pass_at_1']}%, same verdict on {row['same_verdict']}")
         lines += [""]
     (RESULTS / "speed.md").write_text("\n".join(lines))
 

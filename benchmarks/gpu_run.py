@@ -1,0 +1,103 @@
+"""The "gpu" section of benchmarks/results/speed.json, computed from a finished GPU benchmark run.
+
+    .venv/bin/python benchmarks/gpu_run.py runs-gpu/mbpp500-v2 --cpu runs/mbpp20-egcfg --cpu runs/mbpp100-baseline
+
+The run is an ``egcfg bench`` folder copied back from the GPU machine, with the ``*-util-<start>.csv``
+files that ``nvidia-smi`` wrote during each call (``<start>`` = the call's start, epoch seconds).
+Reported: wall minutes from the first call's start (model loading included) to the last finished
+task, the time to first attempt (start-up), seconds per task, aggregate token and execution rates
+(sums of the per-attempt stats over the solving time), GPU utilization over the samples, pass@1 and
+its parity with CPU runs of the same tasks (``--cpu``, same verdict counts). The section that was
+there before is kept as "gpu_before", so the file shows the change's effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def parity(run: Path, cpu: Path) -> dict:
+    db = sqlite3.connect(run / "results.sqlite")
+    db.execute("ATTACH ? AS c", (str(cpu / "results.sqlite"),))
+    method = json.loads(db.execute("SELECT value FROM c.meta WHERE key = 'method'").fetchone()[0])
+    if method == "baseline":  # compare with the GPU run's own greedy (gamma 0) attempts
+        sql = ("SELECT count(*), sum(a.passed_hidden), sum(b.passed_hidden), sum(a.passed_hidden = b.passed_hidden) "
+               "FROM attempts a JOIN c.tasks b USING (task_id) WHERE a.gamma = 0")
+    else:
+        sql = ("SELECT count(*), sum(a.passed_hidden), sum(b.passed_hidden), sum(a.passed_hidden = b.passed_hidden) "
+               "FROM tasks a JOIN c.tasks b USING (task_id)")
+    n, gpu, cpu_pass, same = db.execute(sql).fetchone()
+    db.close()
+    what = "greedy" if method == "baseline" else "EG-CFG"
+    return {"cpu_run": str(cpu), "what": what, "tasks": n, "gpu_pass_at_1": round(100 * gpu / n, 1),
+            "cpu_pass_at_1": round(100 * cpu_pass / n, 1), "same_verdict": same}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("--cpu", action="append", default=[], help="a CPU run folder of some of the same tasks")
+    ap.add_argument("--device", default=None, help="GPU name (default: from the run's machine field)")
+    args = ap.parse_args()
+    run = Path(args.run)
+    db = sqlite3.connect(run / "results.sqlite")
+    meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    first_attempt, = db.execute("SELECT min(created) FROM attempts").fetchone()
+    n_tasks, passed, last = db.execute("SELECT count(*), sum(passed_hidden), max(created) FROM tasks").fetchone()
+    greedy, = db.execute("SELECT sum(passed_hidden) FROM attempts WHERE gamma = 0").fetchone()
+    sums = {k: 0.0 for k in ("tokens_decoded", "tokens_prefilled", "candidate_tokens", "executions")}
+    for (stats,) in db.execute("SELECT stats FROM attempts"):
+        stats = json.loads(stats)
+        for k in sums:
+            sums[k] += stats.get(k, 0)
+    db.close()
+    util_files = sorted(run.glob("*-util-*.csv"))
+    starts = [int(f.stem.rsplit("-", 1)[1]) for f in util_files]
+    start = min(starts) if starts else first_attempt
+    samples = []
+    for f in util_files:
+        for line in f.read_text().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 3 and parts[1].endswith("%"):
+                samples.append(float(parts[1].rstrip(" %")))
+    solving = last - first_attempt
+    wall = last - start
+    section = {
+        "command": meta.get("command"), "date": meta.get("date"), "machine": meta.get("machine"),
+        "model_spec": meta.get("model_spec"), "summarised_by": "python benchmarks/gpu_run.py " + " ".join(sys.argv[1:]),
+        "calls": len(util_files), "mbpp_tasks_done": n_tasks,
+        "mbpp500_minutes": round(wall / 60, 2) if n_tasks == 500 else None,
+        "target_minutes": 15,
+        "startup_seconds": round(first_attempt - start, 1),
+        "seconds_per_task": round(wall / n_tasks, 3),
+        "pass_at_1": round(100 * passed / n_tasks, 2), "greedy_pass_at_1": round(100 * greedy / n_tasks, 2),
+        "tokens_per_second": {"decoded": round(sums["tokens_decoded"] / solving, 1),
+                              "prefilled": round(sums["tokens_prefilled"] / solving, 1),
+                              "candidates": round(sums["candidate_tokens"] / solving, 1)},
+        "executions_per_second": round(sums["executions"] / solving, 1),
+        "gpu_utilization_percent": {"mean": round(sum(samples) / len(samples), 1), "max": max(samples),
+                                    "samples": len(samples)} if samples else None,
+        "pass_rate_parity": [parity(run, Path(c)) for c in args.cpu],
+    }
+    out = ROOT / "benchmarks" / "results" / "speed.json"
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    if "gpu" in data and data["gpu"].get("command") != section["command"]:
+        data["gpu_before"] = data["gpu"]
+    data["gpu"] = section
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    from speed import write_markdown
+
+    write_markdown(data)
+    print(json.dumps(section, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
