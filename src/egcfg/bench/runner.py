@@ -230,6 +230,9 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
                 proc.terminate()
         for proc in procs:
             proc.join(timeout=30)
+        for q in (tasks_q, results_q):  # release their locks and feeder threads now, not at exit
+            q.close()
+            q.cancel_join_thread()
 
 
 # -- worker processes ---------------------------------------------------------------------------
