@@ -71,6 +71,25 @@ class LanguageModel(Protocol):
     def describe(self) -> dict: ...
 
 
+class UsesTokenizer:
+    """Text <-> tokens through ``self.tok``, for backends whose tokenizer is an object of its own
+    (hf_tokenizer.HFTokenizer, or a GGUF vocabulary for the openai backend)."""
+
+    tok: object
+
+    def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
+        return self.tok.tokenize(text, special=special, bos=bos)
+
+    def piece(self, token: int) -> bytes:
+        return self.tok.piece(token)
+
+    def is_eog(self, token: int) -> bool:
+        return self.tok.is_eog(token)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return self.tok.render_chat(messages)
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
@@ -94,5 +113,5 @@ def detokenize(model: LanguageModel, tokens: Sequence[int]) -> str:
     return b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
 
 
-__all__ = ["Capabilities", "LanguageModel", "Session", "SessionStats", "common_prefix", "detokenize",
-           "reusable_prefix"]
+__all__ = ["Capabilities", "LanguageModel", "Session", "SessionStats", "UsesTokenizer", "common_prefix",
+           "detokenize", "reusable_prefix"]

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from .base import Capabilities, SessionStats, reusable_prefix
+from .base import Capabilities, SessionStats, UsesTokenizer, reusable_prefix
 from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _convert_locked(gguf: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-class HFModel:
+class HFModel(UsesTokenizer):
     """A transformers causal LM with a slot KV cache; sessions take slots, the batcher runs them."""
 
     capabilities = Capabilities(fork=True, rewind=True)
@@ -164,19 +164,6 @@ class HFModel:
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
         self.batcher = _Batcher(self, batch_wait)
-
-    # -- text <-> tokens: the tokenizer's (hf_tokenizer.py) ----------------------------------------
-    def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
-        return self.tok.tokenize(text, special=special, bos=bos)
-
-    def piece(self, token: int) -> bytes:
-        return self.tok.piece(token)
-
-    def is_eog(self, token: int) -> bool:
-        return self.tok.is_eog(token)
-
-    def render_chat(self, messages: list[dict]) -> str:
-        return self.tok.render_chat(messages)
 
     def describe(self) -> dict:
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
 from ..guidance import UNLISTED
-from .base import Capabilities, SessionStats
+from .base import Capabilities, SessionStats, UsesTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class RemoteStats:
     draft_hits: int = 0             # positions answered from a draft, no request
 
 
-class OpenAIModel:
+class OpenAIModel(UsesTokenizer):
     """A model behind an OpenAI-compatible completions endpoint, with a local tokenizer."""
 
     capabilities = Capabilities(fork=True, rewind=True)  # bookkeeping only: the server keeps no state for us
@@ -205,18 +205,6 @@ class OpenAIModel:
         for t in tokens:
             out += self.tok.piece(t) or self.tok.special_text(t).encode("utf-8")
         return out.decode("utf-8", "replace")
-
-    def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
-        return self.tok.tokenize(text, special=special, bos=bos)
-
-    def piece(self, token: int) -> bytes:
-        return self.tok.piece(token)
-
-    def is_eog(self, token: int) -> bool:
-        return self.tok.is_eog(token)
-
-    def render_chat(self, messages: list[dict]) -> str:
-        return self.tok.render_chat(messages)
 
     def describe(self) -> dict:
         return {"backend": "openai", "base_url": self.base_url, "model": self.served, "tokenizer": self.tok.name,
