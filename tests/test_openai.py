@@ -172,8 +172,9 @@ class _Fake:
     """A tiny OpenAI-shaped server: lists one model, tokenizes like the embedded model (or not),
     and answers completions per ``mode``."""
 
-    def __init__(self, mode: str, tokens: list[int] | None = None):
-        self.mode, self.tokens, self.completions = mode, tokens, 0
+    def __init__(self, mode: str, tokens: list[int] | None = None, honour_n: bool = True):
+        self.mode, self.tokens, self.completions, self.honour_n = mode, tokens, 0, honour_n
+        self.stream_n: list[int] = []  # the n of each streamed request
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -193,7 +194,7 @@ class _Fake:
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
-                self.rfile.read(length)
+                body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path == "/extras/tokenize" and fake.tokens is not None:
                     return self._send(200, {"tokens": fake.tokens})
                 if self.path != "/v1/completions":
@@ -201,6 +202,29 @@ class _Fake:
                 fake.completions += 1
                 if fake.mode == "500":
                     return self._send(500, {"error": {"message": "boom"}})
+                if fake.mode == "ok" and body.get("stream"):
+                    n = body.get("n", 1)
+                    fake.stream_n.append(n)
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    for piece in ("a = 1\n", "b = 2\n", "c = 3\n", "d = 4\n"):
+                        for i in range(n if fake.honour_n else 1):
+                            chunk = {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
+                                     "choices": [{"text": f"{piece[:-1]}{i}\n", "index": i, "logprobs": None,
+                                                  "finish_reason": None}]}
+                            try:
+                                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                                self.wfile.flush()
+                            except OSError:  # the client closed the stream early, as it should
+                                return
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                if fake.mode == "ok":
+                    return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
+                                            "choices": [{"text": "x", "index": 0, "finish_reason": "length", "logprobs": {
+                                                "tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [{"x": -0.1}],
+                                                "text_offset": [0]}}]})
                 return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
                                         "choices": [{"text": "x", "index": 0, "logprobs": None, "finish_reason": "length"}]})
 
@@ -247,6 +271,29 @@ def test_a_different_tokenizer_is_refused(egcfg_cli):
     fake = _Fake("no-logprobs", tokens=[1, 2, 3])
     try:
         _one_line_error(egcfg_cli("solve", EXAMPLE, "--model", f"openai:{fake.url}"), "does not match the server's model")
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("honour_n", [True, False])
+def test_candidates_from_n_choices_cut_at_the_horizon(model, honour_n):
+    """Candidates: one streamed request with n choices, each cut after horizon + 1 lines; a server
+    that ignores n gets one more request per missing choice."""
+    from egcfg.lm.openai_api import _PROBE, OpenAIModel
+
+    fake = _Fake("ok", tokens=model.tokenize(_PROBE, special=True), honour_n=honour_n)
+    try:
+        remote = OpenAIModel(fake.url)
+        session = remote.session(5)
+        session.sync(0, model.tokenize("def f():\n", special=True))
+        got = session.sample_continuations(0, 3, 0.7, 0.95, 1, 64, np.random.default_rng(0))
+        if honour_n:
+            assert fake.stream_n == [3]
+            assert got.texts == ["a = 10\nb = 20\n", "a = 11\nb = 21\n", "a = 12\nb = 22\n"]
+        else:
+            assert fake.stream_n == [3, 1, 1]
+            assert got.texts == ["a = 10\nb = 20\n"] * 3
+        remote.close()
     finally:
         fake.close()
 

@@ -14,9 +14,9 @@ top-k log-probs (``logprobs=k``). This backend keeps the engine's session interf
   choices mostly agree), the next positions' log-probs are already here: a whole line often costs
   one request per branch instead of one per token. At gamma = 1 the engine needs p_dyn alone.
   The draft length doubles while drafts are used up and falls back when one is cut short.
-* Candidates come from the server's sampler (``sample_continuations``): several streamed requests
-  with different seeds (``n`` > 1 is not supported by every server), each closed as soon as its
-  text holds the wanted number of lines.
+* Candidates come from the server's sampler (``sample_continuations``): one streamed request with
+  ``n`` choices, closed as soon as every choice holds the wanted number of lines; a server that
+  ignores ``n`` gets one more request (own seed) per missing choice.
 
 Tokens: the engine works in token ids of a local tokenizer (``tokenizer=``; default the embedded
 model's). Prompts go to the server as text (not every server takes token ids); the top-k entries
@@ -291,31 +291,36 @@ class OpenAIModel(UsesTokenizer):
             out[i] = fn(items[i])
         return out
 
-    def sample_lines(self, tokens: Sequence[int], lines: int, max_tokens: int, temperature: float, top_p: float,
-                     seed: int) -> tuple[str, int]:
-        """One sampled continuation, streamed and closed once it holds ``lines`` newlines (or a
-        code fence). Returns (text, tokens received)."""
+    def sample_lines(self, tokens: Sequence[int], n: int, lines: int, max_tokens: int, temperature: float,
+                     top_p: float, seed: int) -> tuple[list[str], int]:
+        """Up to ``n`` sampled continuations from one streamed request (``n`` choices), closed once
+        every choice holds ``lines`` newlines (or a code fence) or has finished. A server that
+        ignores ``n`` (llama-cpp-python) returns one. Returns (texts, chunks received)."""
         self._last_prompt = list(tokens)
         with self._stats_lock:
             self.stats.requests += 1
-        text, received = "", 0
+        texts: dict[int, str] = {}
+        finished: set[int] = set()
+        received = 0
         extra = dict(self._extra)  # temperature and top-p only, as the local sampler (candidates.py)
         stream = self._call("sample", self._client.completions.create, model=self.served, prompt=self.text(tokens),
                             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stream=True,
-                            extra_body=extra or None)
+                            extra_body=extra or None, **({"n": n} if n > 1 else {}))
         try:
             for chunk in stream:
-                if not chunk.choices:
-                    continue
-                text += chunk.choices[0].text or ""
-                received += 1
-                if text.count("\n") >= lines or "```" in text:
+                for choice in chunk.choices or ():
+                    text = texts.get(choice.index, "") + (choice.text or "")
+                    texts[choice.index] = text
+                    received += 1
+                    if choice.finish_reason or text.count("\n") >= lines or "```" in text:
+                        finished.add(choice.index)
+                if len(finished) >= n:
                     break
         except self._openai.APIError as exc:
             raise BackendFailure(f"openai: {self.base_url} broke off a stream: {_short(exc)}") from None
         finally:
             stream.close()  # the server stops generating when the client goes
-        return text, received
+        return [texts[i] for i in sorted(texts)][:n], received
 
 
 class OpenAISession:
@@ -421,18 +426,21 @@ class OpenAISession:
 
     def sample_continuations(self, base_seq: int, n: int, temperature: float, top_p: float, horizon: int,
                              max_tokens: int, rng: np.random.Generator):
-        """``n`` sampled continuations of ``base_seq`` to ``horizon + 1`` lines, from the server's sampler."""
+        """``n`` sampled continuations of ``base_seq`` to ``horizon + 1`` lines, from the server's
+        sampler: one request with ``n`` choices, then one request per choice still missing (for
+        servers without ``n``), each with its own seed."""
         from ..candidates import Sampled
 
         m = self.model
         tokens = list(self._tokens[base_seq])
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=n)]
-        results = m.each(lambda s: m.sample_lines(tokens, horizon + 1, max_tokens, temperature, top_p, s), seeds)
-        texts = []
-        for text, _ in results:
-            cut = _first_lines(text, horizon + 1)
-            texts.append(cut)
-        return Sampled(texts=texts, tokens=sum(r for _, r in results))
+        texts, received = m.sample_lines(tokens, n, horizon + 1, max_tokens, temperature, top_p, seeds[0])
+        if len(texts) < n:
+            more = m.each(lambda s: m.sample_lines(tokens, 1, horizon + 1, max_tokens, temperature, top_p, s),
+                          seeds[len(texts):])
+            texts += [t for got, _ in more for t in got]
+            received += sum(r for _, r in more)
+        return Sampled(texts=[_first_lines(t, horizon + 1) for t in texts[:n]], tokens=received)
 
     def close(self) -> None:
         self._tokens.clear()
