@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with mbpp.jsonl")
     ap.add_argument("--model", default=None, help="model spec (default: the embedded model on llama.cpp)")
     ap.add_argument("--section", default="cpu", help="section of speed.json to write (cpu | gpu)")
+    ap.add_argument("--signal-budget", type=int, default=None, help="token budget of the trace signal (default: the default)")
     args = ap.parse_args(argv)
 
     from backend_throughput import measure
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     from egcfg.execution.sandbox import Limits, Sandbox
     from egcfg.lm import load_model
 
-    config = Config()
+    config = Config() if args.signal_budget is None else Config(signal_budget=args.signal_budget)
     model = load_model(args.model, n_ctx=config.n_ctx)
     tasks = task_set(args.humaneval, args.mbpp, args.data)
     print(f"{len(tasks)} tasks; measuring raw throughput", flush=True)
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "model": model.describe(), "commit": commit, "tasks": len(tasks),
+        "model": model.describe(), "commit": commit, "tasks": len(tasks), "signal_budget": config.signal_budget,
         "raw": {"prefill_tok_s": prefill, "decode_tok_s": decode1, "decode_batch_tok_s": decode_batch,
                 "batch": config.candidates},
         "efficiency": round(bound / wall, 3),
@@ -133,9 +134,10 @@ def main(argv=None) -> int:
 
 def write_markdown(data: dict) -> None:
     lines = ["# EG-CFG speed", ""]
-    cpu = data.get("cpu")
-    if cpu:
-        lines += [f"## CPU ({cpu['model'].get('backend')}): `{cpu['command']}`", "",
+    for key in sorted(k for k in data if k.startswith("cpu")):
+        cpu = data[key]
+        lines += [f"## {key.upper().replace('_', ', ')} ({cpu['model'].get('backend')}, signal budget "
+                  f"{cpu.get('signal_budget', 1536)}): `{cpu['command']}`", "",
                   f"- date: {cpu['date']}; machine: {cpu['machine']}; commit {cpu.get('commit', '')}",
                   f"- model: {cpu['model'].get('model')}", "",
                   "| tasks | efficiency (bound / wall) | overhead vs greedy | s/task EG-CFG | s/task greedy | prefill tok/s | decode tok/s (1 / batch) |",

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model-name", help="as for solve")
     b.add_argument("--gamma", type=_floats, default=d.gammas, help="each agent's gamma schedule")
     b.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    b.add_argument("--signal-budget", type=int, default=d.signal_budget, help="token budget of the trace signal")
     b.add_argument("--timeout", type=float, default=d.run_timeout)
     b.add_argument("--seed", type=int, default=d.seed)
     b.add_argument("--no-progress", action="store_true")
@@ -233,7 +234,8 @@ def cmd_bench(args) -> int:
         tasks = [by_id[w] for w in wanted]
     if args.limit is not None:
         tasks = tasks[: args.limit]
-    base = Config(gammas=args.gamma, max_tokens=args.max_tokens, run_timeout=args.timeout, seed=args.seed).validate()
+    base = Config(gammas=args.gamma, max_tokens=args.max_tokens, run_timeout=args.timeout, seed=args.seed,
+                  signal_budget=args.signal_budget).validate()
     if args.method == "baseline":
         agents = [baseline_agent(base)]
     elif args.agents_file:

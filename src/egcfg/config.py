@@ -47,6 +47,8 @@ class Config:
             raise EgcfgError("--max-tokens must be at least 1")
         if self.run_timeout <= 0:
             raise EgcfgError("--timeout must be > 0")
+        if self.signal_budget < 1:
+            raise EgcfgError("--signal-budget must be at least 1")
         return self
 
     def with_(self, **changes) -> "Config":
