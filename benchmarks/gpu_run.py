@@ -27,13 +27,14 @@ def parity(run: Path, cpu: Path) -> dict:
     db = sqlite3.connect(run / "results.sqlite")
     db.execute("ATTACH ? AS c", (str(cpu / "results.sqlite"),))
     method = json.loads(db.execute("SELECT value FROM c.meta WHERE key = 'method'").fetchone()[0])
-    if method == "baseline":  # compare with the GPU run's own greedy (gamma 0) attempts
+    if method == "baseline":  # compare with the GPU run's own greedy attempts (its first agent's gamma 0)
+        first = json.loads(db.execute("SELECT value FROM meta WHERE key = 'agents'").fetchone()[0])[0]["name"]
         sql = ("SELECT count(*), sum(a.passed_hidden), sum(b.passed_hidden), sum(a.passed_hidden = b.passed_hidden) "
-               "FROM attempts a JOIN c.tasks b USING (task_id) WHERE a.gamma = 0")
+               f"FROM attempts a JOIN c.tasks b USING (task_id) WHERE a.gamma = 0 AND a.agent = '{first}'")
     else:
         sql = ("SELECT count(*), sum(a.passed_hidden), sum(b.passed_hidden), sum(a.passed_hidden = b.passed_hidden) "
                "FROM tasks a JOIN c.tasks b USING (task_id)")
-    n, gpu, cpu_pass, same = db.execute(sql).fetchone()
+    n, gpu, cpu_pass, same = (v or 0 for v in db.execute(sql).fetchone())
     db.close()
     what = "greedy" if method == "baseline" else "EG-CFG"
     return {"cpu_run": str(cpu), "what": what, "tasks": n, "gpu_pass_at_1": round(100 * gpu / n, 1),
@@ -51,7 +52,8 @@ def main() -> int:
     meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
     first_attempt, = db.execute("SELECT min(created) FROM attempts").fetchone()
     n_tasks, passed, last = db.execute("SELECT count(*), sum(passed_hidden), max(created) FROM tasks").fetchone()
-    greedy, = db.execute("SELECT sum(passed_hidden) FROM attempts WHERE gamma = 0").fetchone()
+    first = meta["agents"][0]["name"]
+    greedy = db.execute("SELECT sum(passed_hidden) FROM attempts WHERE gamma = 0 AND agent = ?", (first,)).fetchone()[0] or 0
     sums = {k: 0.0 for k in ("tokens_decoded", "tokens_prefilled", "candidate_tokens", "executions")}
     for (stats,) in db.execute("SELECT stats FROM attempts"):
         stats = json.loads(stats)

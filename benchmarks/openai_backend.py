@@ -35,7 +35,7 @@ EGCFG = [sys.executable, "-m", "egcfg"]
 
 def start_server(model: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "qwen2.5-coder-0.5b",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", str(threads),
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--logits_all", "true", "--n_threads", str(threads),
            "--n_threads_batch", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     for _ in range(240):

@@ -38,16 +38,16 @@ def _topk(n: int, entries: dict[int, float]) -> np.ndarray:
 def test_topk_rule_picks_only_listed_tokens_and_floors_missing_ones():
     sol = _topk(10, {1: -0.1, 2: -2.5})
     dyn = _topk(10, {2: -0.3, 3: -1.4})
-    assert guided_argmax(sol, dyn, 0.0) == 1 and guided_argmax(sol, dyn, 1.0) == 2
-    assert guided_argmax(sol, dyn, 0.5) == 2  # listed by both
+    assert guided_argmax(sol, dyn, 0.0, topk=True) == 1 and guided_argmax(sol, dyn, 1.0, topk=True) == 2
+    assert guided_argmax(sol, dyn, 0.5, topk=True) == 2  # listed by both
     for gamma in (0.5, 2.0, 3.0, 10.0):  # never a token neither list names (ids 0, 4..9)
-        assert guided_argmax(sol, dyn, gamma) in (1, 2, 3)
+        assert guided_argmax(sol, dyn, gamma, topk=True) in (1, 2, 3)
     # Token 3 is missing from p_sol: it gets p_sol's floor, min(smallest listed, log(mass left)),
     # not a deletion (the reference keeps only tokens listed by both, which would force token 2).
     floor = min(-2.5, np.log(1 - np.exp(-0.1) - np.exp(-2.5)))
     scores = {t: -2.0 * s + 3.0 * d for t, (s, d) in {2: (-2.5, -0.3), 3: (floor, -1.4), 1: (-0.1, np.log(
         1 - np.exp(-0.3) - np.exp(-1.4)))}.items()}
-    assert guided_argmax(sol, dyn, 3.0) == max(scores, key=scores.get)
+    assert guided_argmax(sol, dyn, 3.0, topk=True) == max(scores, key=scores.get)
 
 
 def test_full_logits_take_the_plain_path():
@@ -172,8 +172,9 @@ class _Fake:
     """A tiny OpenAI-shaped server: lists one model, tokenizes like the embedded model (or not),
     and answers completions per ``mode``."""
 
-    def __init__(self, mode: str, tokens: list[int] | None = None, honour_n: bool = True):
-        self.mode, self.tokens, self.completions, self.honour_n = mode, tokens, 0, honour_n
+    def __init__(self, mode: str, tokens: list[int] | None = None, honour_n: bool = True, ids=(0, 0),
+                 tokenize_route: str = "/extras/tokenize"):
+        self.mode, self.tokens, self.completions, self.honour_n, self.ids = mode, tokens, 0, honour_n, ids
         self.stream_n: list[int] = []  # the n of each streamed request
         fake = self
 
@@ -195,8 +196,10 @@ class _Fake:
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path == "/extras/tokenize" and fake.tokens is not None:
+                if self.path == tokenize_route and fake.tokens is not None:
                     return self._send(200, {"tokens": fake.tokens})
+                if self.path == "/tokenize":  # llama.cpp's server reads "content" only
+                    return self._send(200, {"tokens": []})
                 if self.path != "/v1/completions":
                     return self._send(404, {"error": {"message": "no such route"}})
                 fake.completions += 1
@@ -218,13 +221,25 @@ class _Fake:
                                 self.wfile.flush()
                             except OSError:  # the client closed the stream early, as it should
                                 return
-                    self.wfile.write(b"data: [DONE]\n\n")
+                    try:
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    except OSError:
+                        pass
                     return
+                reply = {"id": "c", "object": "text_completion", "created": 0, "model": "fake"}
                 if fake.mode == "ok":
-                    return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
-                                            "choices": [{"text": "x", "index": 0, "finish_reason": "length", "logprobs": {
-                                                "tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [{"x": -0.1}],
-                                                "text_offset": [0]}}]})
+                    return self._send(200, {**reply, "choices": [{"text": "x", "index": 0, "finish_reason": "length", "logprobs": {
+                        "tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [{"x": -0.1, "y": -2.5}],
+                        "text_offset": [0]}}]})
+                if fake.mode == "content":  # llama.cpp's server: ids and a list per position
+                    x, y = fake.ids
+                    return self._send(200, {**reply, "choices": [{"text": "x", "index": 0, "finish_reason": "length", "logprobs": {
+                        "content": [{"id": x, "token": "x", "logprob": -0.1, "bytes": [120], "top_logprobs": [
+                            {"id": x, "token": "x", "logprob": -0.1}, {"id": y, "token": "y", "logprob": -2.5}]}]}}]})
+                if fake.mode == "eos":  # stops at once at an end-of-generation token (TGI's finish reason)
+                    return self._send(200, {**reply, "choices": [{"text": "", "index": 0, "finish_reason": "eos_token",
+                                                                  "logprobs": {"tokens": [], "top_logprobs": [], "token_logprobs": [],
+                                                                               "text_offset": []} if body.get("logprobs") else None}]})
                 return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": "fake",
                                         "choices": [{"text": "x", "index": 0, "logprobs": None, "finish_reason": "length"}]})
 
@@ -275,24 +290,99 @@ def test_a_different_tokenizer_is_refused(egcfg_cli):
         fake.close()
 
 
-@pytest.mark.parametrize("honour_n", [True, False])
-def test_candidates_from_n_choices_cut_at_the_horizon(model, honour_n):
-    """Candidates: one streamed request with n choices, each cut after horizon + 1 lines; a server
-    that ignores n gets one more request per missing choice."""
-    from egcfg.lm.openai_api import _PROBE, OpenAIModel
+@pytest.mark.parametrize("route, honour_n, requests", [
+    ("/tokenize", True, [3]),                  # vLLM-like: n choices in one stream
+    ("/tokenize", False, [3, 1, 1]),           # n ignored: noticed, one more request per missing choice
+    ("/extras/tokenize", False, [1, 1, 1]),    # llama-cpp-python (known to ignore n): one request each
+])
+def test_candidates_from_n_choices_cut_at_the_horizon(model, route, honour_n, requests):
+    """Candidates: streamed choices, each cut after horizon + 1 lines."""
+    from egcfg.lm.openai_api import OpenAIModel
 
-    fake = _Fake("ok", tokens=model.tokenize(_PROBE, special=True), honour_n=honour_n)
+    fake = _Fake("ok", tokens=_probe(model), honour_n=honour_n, tokenize_route=route)
     try:
         remote = OpenAIModel(fake.url)
         session = remote.session(5)
         session.sync(0, model.tokenize("def f():\n", special=True))
         got = session.sample_continuations(0, 3, 0.7, 0.95, 1, 64, np.random.default_rng(0))
+        assert fake.stream_n == requests
         if honour_n:
-            assert fake.stream_n == [3]
             assert got.texts == ["a = 10\nb = 20\n", "a = 11\nb = 21\n", "a = 12\nb = 22\n"]
         else:
-            assert fake.stream_n == [3, 1, 1]
             assert got.texts == ["a = 10\nb = 20\n"] * 3
+        remote.close()
+    finally:
+        fake.close()
+
+
+def _probe(model):
+    from egcfg.lm.openai_api import _PROBE
+
+    return model.tokenize(_PROBE, special=True)
+
+
+def test_a_resynced_sequence_never_reuses_an_old_draft(model):
+    """p_dyn re-synced with a new signal of the same length is another sequence: a new request."""
+    from egcfg.lm.openai_api import OpenAIModel
+
+    fake = _Fake("ok", tokens=_probe(model))
+    try:
+        remote = OpenAIModel(fake.url)
+        session = remote.session(2)
+        a = model.tokenize("def f(x):\n    return 1\n")
+        b = list(a)
+        b[1] = model.tokenize(" g")[0]
+        session.sync(1, a)
+        before = fake.completions
+        session.sync(1, b)
+        assert fake.completions == before + 1
+        session.sync(1, b)  # the same sequence again: its draft is still good
+        assert fake.completions == before + 1
+        session.fork(1, 0)
+        session.sync(0, a)  # a fork re-synced to other tokens: a request of its own
+        assert fake.completions == before + 2
+        remote.close()
+    finally:
+        fake.close()
+
+
+def test_llama_cpp_server_shapes(model):
+    """llama.cpp's own server: /tokenize reads "content" (an empty list for other bodies is no
+    answer), log-probs come as "content" entries with token ids."""
+    from egcfg.lm.openai_api import OpenAIModel
+
+    x, y = model.tokenize("x")[0], model.tokenize("y")[0]
+    fake = _Fake("content", tokens=_probe(model), ids=(x, y), tokenize_route="/no-such-route")
+    try:
+        remote = OpenAIModel(fake.url)
+        assert remote.flavour == "plain"  # no usable tokenize endpoint: warned, not refused
+        session = remote.session(1)
+        got = session.sync(0, model.tokenize("def f():\n"))
+        assert got[x] == pytest.approx(-0.1) and got[y] == pytest.approx(-2.5)
+        assert (got > UNLISTED / 2).sum() == 2
+        remote.close()
+    finally:
+        fake.close()
+
+
+def test_end_of_generation_without_a_listed_token(model):
+    """A server that stops at once (finish reason "eos_token", no tokens) yields the local
+    end-of-generation token, not an error."""
+    from egcfg.lm.openai_api import OpenAIModel
+
+    fake = _Fake("eos", tokens=_probe(model))
+    try:
+        with pytest.raises(Exception, match="no log-probs"):
+            OpenAIModel(fake.url)  # its log-prob check finds none: refused at start-up
+        fake.mode = "ok"
+        remote = OpenAIModel(fake.url)
+        fake.mode = "eos"
+        session = remote.session(1)
+        for full in (False, True):
+            session.full_logits = full
+            session.drop(0)
+            got = session.sync(0, model.tokenize("def f():\n    return 1\n"))
+            assert model.is_eog(int(np.argmax(got)))
         remote.close()
     finally:
         fake.close()

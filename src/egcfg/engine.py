@@ -252,7 +252,7 @@ class Generator:
                     if refine is not None and np.argmax(sol_logits) != np.argmax(dyn_logits):
                         better = refine([SOL, DYN])
                         sol_logits, dyn_logits = better[SOL], better[DYN]
-                    token = guided_argmax(sol_logits, dyn_logits, gamma)
+                    token = guided_argmax(sol_logits, dyn_logits, gamma, topk=not self.model.capabilities.full_vocab)
                 else:
                     token = int(np.argmax(sol_logits))
                 if self.model.is_eog(token):

@@ -41,18 +41,19 @@ def guided_logprobs(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float) -> np.nd
     return lp_sol + gamma * (lp_dyn - lp_sol)
 
 
-def guided_argmax(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float) -> int:
+def guided_argmax(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float, topk: bool = False) -> int:
     """The token greedy guided decoding picks. Ties go to the lowest token id (numpy's argmax).
 
     The log-softmax normalizers are constants over the vocabulary, so the argmax of the rule is
     the argmax of ``(1 - gamma) * z_sol + gamma * z_dyn``: one fused pass over the raw logits
     instead of two log-softmaxes (this runs once per token per task; ~20x cheaper). gamma 0 and 1
-    are exactly the argmax of ``z_sol`` and ``z_dyn``."""
+    are exactly the argmax of ``z_sol`` and ``z_dyn``. ``topk``: the arrays hold top-k log-probs and
+    ``UNLISTED`` elsewhere (``topk_guided_argmax``)."""
     if gamma == 0.0:
         return int(np.argmax(z_sol))
     if gamma == 1.0:
         return int(np.argmax(z_dyn))
-    if z_sol.min() <= _LISTED or z_dyn.min() <= _LISTED:
+    if topk:  # each branch known by its top-k only (a server's log-probs): the union rule below
         return topk_guided_argmax(z_sol, z_dyn, gamma)
     scores = np.multiply(z_dyn, gamma, dtype=np.float32)
     scores += np.multiply(z_sol, 1.0 - gamma, dtype=np.float32)
@@ -61,9 +62,10 @@ def guided_argmax(z_sol: np.ndarray, z_dyn: np.ndarray, gamma: float) -> int:
 
 def _floor(listed: np.ndarray) -> float:
     """The log-probability a top-k list implies for a token it does not list: at most the smallest
-    listed one, and at most all the mass the list leaves over. The upper bound is the cautious
-    choice: with gamma > 1 a missing p_sol entry is subtracted, so guessing it low would reward
-    exactly the tokens we know least about."""
+    listed one, and at most all the mass the list leaves over. We take that upper bound. It is the
+    cautious side where the entry is subtracted (p_sol with gamma > 1: guessing it low would reward
+    exactly the tokens we know least about); elsewhere it keeps a token one list misses eligible
+    at its most likely value, instead of deleting it."""
     rest = 1.0 - float(np.exp(listed.astype(np.float64)).sum())
     return float(min(listed.min(), np.log(max(rest, 1e-12))))
 

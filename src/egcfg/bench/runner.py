@@ -187,8 +187,18 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
         scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
         try:
             parent = os.getppid()
-            # Stop taking tasks when the end mark comes, or when the parent is gone (killed hard).
-            pending = iter(lambda: tasks_q.get() if os.getppid() == parent else None, None)
+
+            def next_item():  # the next task; None at the end mark or when the parent is gone (killed hard)
+                import queue
+
+                while os.getppid() == parent:
+                    try:
+                        return tasks_q.get(timeout=5)
+                    except queue.Empty:
+                        continue
+                return None
+
+            pending = iter(next_item, None)
             _concurrent_in_this_process(pending, agents, folder, model_spec, run_timeout, protocol,
                                         scorer, concurrency, lambda ok: results_q.put(("task", ok)))
         finally:

@@ -32,6 +32,7 @@ class SessionStats:
 class Capabilities:
     fork: bool = True         # shared-prefix copies of a sequence's cache
     rewind: bool = True       # drop a suffix of a sequence's cache
+    full_vocab: bool = True   # next-token arrays cover the vocabulary (False: a server's top-k, see guidance)
 
 
 class Session(Protocol):

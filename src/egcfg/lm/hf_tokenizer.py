@@ -89,6 +89,11 @@ class HFTokenizer:
     def eos_id(self) -> int | None:
         return self.tokenizer.eos_token_id
 
+    def bos_id(self) -> int | None:
+        """The BOS token if this tokenizer starts a text with one (``tokenize(bos=True)``), else None."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None and getattr(self.tokenizer, "add_bos_token", False) else None
+
     def is_eog(self, token: int) -> bool:
         return token in self._eog
 

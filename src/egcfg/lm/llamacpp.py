@@ -115,6 +115,11 @@ class LlamaCppModel:
         eos = L.llama_vocab_eos(self._vocab)
         return None if eos < 0 else int(eos)
 
+    def bos_id(self) -> int | None:
+        """The BOS token if this vocabulary starts a text with one (``tokenize(bos=True)``), else None."""
+        bos = L.llama_vocab_bos(self._vocab)
+        return int(bos) if self._add_bos and bos >= 0 else None
+
     def _special_text(self, token: int) -> str:
         if token < 0:
             return ""

@@ -54,7 +54,11 @@ _PROBE = "def f(x):\n    return [x * 2 for x in range(10)]  # ok\n"
 class _Draft:
     """A greedy continuation of a sequence as the server wrote it, with its top-k at each position."""
 
-    start: int                      # length of the sequence it continues
+    @property
+    def start(self) -> int:
+        return len(self.prefix)
+
+    prefix: tuple[int, ...]         # the sequence it continues
     full: bool                      # with top-k log-probs (else each position lists its argmax only)
     tokens: list[int]               # drafted token ids (cut at the first one no local token matches)
     dists: list[np.ndarray]         # dists[j]: next-token log-probs after tokens[:j]
@@ -70,7 +74,9 @@ class RemoteStats:
 class OpenAIModel(UsesTokenizer):
     """A model behind an OpenAI-compatible completions endpoint, with a local tokenizer."""
 
-    capabilities = Capabilities(fork=True, rewind=True)  # bookkeeping only: the server keeps no state for us
+    # fork/rewind are bookkeeping only (the server keeps no state for us); next-token arrays hold a
+    # server's top-k, not the whole vocabulary: guidance applies its top-k rule to them.
+    capabilities = Capabilities(fork=True, rewind=True, full_vocab=False)
 
     def __init__(self, base_url: str, model: str | None = None, tokenizer: str | None = None,
                  logprobs: int = 5, draft: int = 16, concurrency: int = 8, timeout: float = 120.0,
@@ -101,6 +107,7 @@ class OpenAIModel(UsesTokenizer):
         self.n_vocab = self.tok.n_vocab
         self._by_text = self._text_table()
         self._eos = next((t for t in (self.tok.eos_id(),) if t is not None and self.tok.is_eog(t)), None)
+        self._bos = self.tok.bos_id()
         self.flavour = self._check_tokenizer()
         # llama-cpp-python's sampler defaults (repeat penalty 1.1, top-k 40, min-p 0.05) would make its
         # "greedy" draft differ from the argmax of the log-probs it returns; other servers default to none.
@@ -109,14 +116,18 @@ class OpenAIModel(UsesTokenizer):
         # cache: there, requests go one by one, the one sharing most with the last prompt first
         # (p_sol and p_dyn differ from the signal on, so each switch re-reads the rest).
         self.serial = self.flavour == "llama-cpp-python"
+        self._n_choices: bool | None = False if self.serial else None  # does the server honour n? (None: unknown)
         self._last_prompt: list[int] = []
         self._check_logprobs()
 
     # -- start-up checks ---------------------------------------------------------------------------
-    def _call(self, what: str, fn, *args, **kwargs):
-        """One API call with the client's retries; failures become one clear line."""
+    def _call(self, what: str, fn, *args, gated: bool = True, **kwargs):
+        """One API call with the client's retries; failures become one clear line. ``gated``: count
+        it against ``concurrency`` here (a caller that holds the gate itself passes False)."""
         o = self._openai
         try:
+            if not gated:
+                return fn(*args, **kwargs)
             with self._gate:
                 return fn(*args, **kwargs)
         except o.APIConnectionError as exc:  # includes timeouts, after the retries
@@ -149,8 +160,8 @@ class OpenAIModel(UsesTokenizer):
         local = self.tok.tokenize(_PROBE, special=True)
         for flavour, url, body, key in (
                 ("llama-cpp-python", f"{root}/extras/tokenize", {"input": _PROBE, "model": self.served}, "tokens"),
-                ("tokenize", f"{root}/tokenize", {"prompt": _PROBE, "model": self.served, "add_special_tokens": False}, "tokens"),
-                ("tokenize", f"{root}/tokenize", {"content": _PROBE}, "tokens")):  # llama.cpp's own server
+                ("tokenize", f"{root}/tokenize", {"content": _PROBE}, "tokens"),  # llama.cpp's own server
+                ("tokenize", f"{root}/tokenize", {"prompt": _PROBE, "model": self.served, "add_special_tokens": False}, "tokens")):
             try:
                 reply = httpx.post(url, json=body, timeout=30, headers={"Authorization": f"Bearer {self._client.api_key}"})
             except httpx.HTTPError:
@@ -158,10 +169,14 @@ class OpenAIModel(UsesTokenizer):
             if reply.status_code != 200:
                 continue
             try:
-                remote = reply.json()[key]
+                remote = [int(t) for t in reply.json()[key]]
             except (ValueError, KeyError, TypeError):
                 continue
-            if list(remote) != local:
+            if not remote:  # e.g. llama.cpp's server answering a body it does not read
+                continue
+            if remote[:1] == [self._bos] and local[:1] != [self._bos]:
+                remote = remote[1:]  # the server adds its BOS (llama-cpp-python tokenizes with add_bos)
+            if remote != local:
                 raise EgcfgError(f"openai: the local tokenizer ({self.tok.name}) does not match the server's model "
                                  f"{self.served!r}; pass the model's own with tokenizer=<gguf file or hf:folder>")
             return flavour
@@ -171,8 +186,8 @@ class OpenAIModel(UsesTokenizer):
 
     def _check_logprobs(self) -> None:
         reply = self._complete("check log-probs", prompt="def add(a, b):\n", max_tokens=1)
-        lp = reply.choices[0].logprobs if reply.choices else None
-        if not lp or not lp.top_logprobs or not lp.top_logprobs[0]:
+        rows = _logprob_rows(reply.choices[0].logprobs) if reply.choices else None
+        if not rows or not rows[0][1]:
             hint = " (llama-cpp-python: start it with --logits_all true)" if self.flavour == "llama-cpp-python" else ""
             raise EgcfgError(f"openai: {self.base_url} returned no log-probs for {self.served!r}; EG-CFG needs them{hint}")
 
@@ -182,7 +197,10 @@ class OpenAIModel(UsesTokenizer):
         table: dict[str, int] = {}
         for t in range(self.tok.n_vocab):
             piece = self.tok.piece(t)
-            if not piece:
+            if not piece:  # a special token: servers that list it write its text (e.g. "<|im_end|>")
+                special = self.tok.special_text(t)
+                if special:
+                    table.setdefault(special, t)
                 continue
             try:
                 text = piece.decode("utf-8")
@@ -191,7 +209,9 @@ class OpenAIModel(UsesTokenizer):
             table.setdefault(text, t)
         return table
 
-    def _token_of(self, text: str) -> int | None:
+    def _token_of(self, text: str | int) -> int | None:
+        if isinstance(text, int):  # servers that give ids (llama.cpp's "id")
+            return text if 0 <= text < self.n_vocab else None
         if text.startswith("token_id:"):  # vLLM with return_tokens_as_token_ids
             try:
                 return int(text[len("token_id:"):])
@@ -202,6 +222,8 @@ class OpenAIModel(UsesTokenizer):
     def text(self, tokens: Sequence[int]) -> str:
         """Prompt text of a token list; special tokens are written out so the server parses them back."""
         out = bytearray()
+        if self._bos is not None and list(tokens[:1]) == [self._bos]:
+            tokens = tokens[1:]  # servers add their own BOS to a text prompt
         for t in tokens:
             out += self.tok.piece(t) or self.tok.special_text(t).encode("utf-8")
         return out.decode("utf-8", "replace")
@@ -238,8 +260,12 @@ class OpenAIModel(UsesTokenizer):
                 with self._stats_lock:
                     self.stats.unmapped += 1
                 continue
-            z[t] = max(float(lp), UNLISTED / 4)  # several texts can name one token: keep the likelier
+            z[t] = max(z[t], float(lp), UNLISTED / 4)  # several texts can name one token: keep the likelier
         return z
+
+    def _room(self, tokens: Sequence[int], wanted: int) -> int:
+        """Tokens a request may ask for: servers refuse prompt + max_tokens past their context."""
+        return max(1, min(wanted, self.n_ctx - len(tokens)))
 
     def draft_from(self, tokens: Sequence[int], length: int, full: bool) -> _Draft:
         """A greedy continuation of ``tokens``: with top-k log-probs at each of its positions if
@@ -247,33 +273,58 @@ class OpenAIModel(UsesTokenizer):
         (its argmax). Log-probs can be expensive: llama-cpp-python's server sorts the whole
         vocabulary in Python for every token that has them (~0.4 s per token on 2 cores)."""
         self._last_prompt = list(tokens)
-        reply = self._complete("draft", prompt=self.text(tokens), max_tokens=length, temperature=0.0,
-                               logprobs=self.k if full else None)
+        reply = self._complete("draft", prompt=self.text(tokens), max_tokens=self._room(tokens, length),
+                               temperature=0.0, logprobs=self.k if full else None)
+        if not reply.choices:
+            raise BackendFailure(f"openai: {self.base_url} answered a completion without choices")
         choice = reply.choices[0]
         ids: list[int] = []
         dists: list[np.ndarray] = []
         if full:
-            lp = choice.logprobs
-            if lp is None or lp.tokens is None or lp.top_logprobs is None:
+            rows = _logprob_rows(choice.logprobs)
+            if rows is None:
                 raise BackendFailure(f"openai: {self.base_url} stopped returning log-probs")
-            for text, top in zip(lp.tokens, lp.top_logprobs):
+            for text, top in rows:
                 dists.append(self._dist(top))
                 t = self._token_of(text)
                 if t is None:  # no local token for what the server wrote: the draft ends here
-                    return _Draft(len(tokens), full, ids, dists)
+                    return _Draft(tuple(tokens), full, ids, dists)
                 ids.append(t)
+                if self.tok.is_eog(t):
+                    return _Draft(tuple(tokens), full, ids, dists)
         else:
-            for t in self.tok.tokenize(choice.text or ""):
+            text = choice.text or ""
+            for t in self._tokens_of_text(text):
                 z = np.full(self.n_vocab, UNLISTED, dtype=np.float32)
                 z[t] = 0.0
                 dists.append(z)
                 ids.append(t)
-        if choice.finish_reason == "stop" and self._eos is not None and (not full or len(ids) < length):
-            # The server stopped at an end-of-generation token, which it does not list: say so.
+        # Fewer tokens than asked and not cut by length: the server stopped at an end-of-generation
+        # token, which it does not list (llama-cpp-python; "stop", "eos", "eos_token" by server).
+        # Say so with a list of that one token.
+        stopped = choice.finish_reason not in ("length", None) or not dists
+        if stopped and self._eos is not None and (not ids or not self.tok.is_eog(ids[-1])):
             z = np.full(self.n_vocab, UNLISTED, dtype=np.float32)
             z[self._eos] = 0.0
             dists.append(z)
-        return _Draft(len(tokens), full, ids, dists)
+        return _Draft(tuple(tokens), full, ids, dists)
+
+    def _tokens_of_text(self, text: str) -> list[int]:
+        """Local tokens of a continuation written as text. Tokenized after a newline, because
+        SentencePiece vocabularies prepend a space at the start of a text; cut where the tokens
+        stop spelling the text (the draft then ends early: safe)."""
+        want = text.encode("utf-8")
+        lead = self.tok.tokenize("\n")
+        ids = self.tok.tokenize("\n" + text)
+        ids = ids[len(lead):] if ids[:len(lead)] == lead else self.tok.tokenize(text)
+        out, at = [], 0
+        for t in ids:
+            piece = self.tok.piece(t)
+            if not piece or want[at:at + len(piece)] != piece:
+                break
+            out.append(t)
+            at += len(piece)
+        return out
 
     def each(self, fn, items: list, key=None) -> list:
         """``fn`` over ``items``: in parallel, or for a serial server one by one, starting with the
@@ -295,31 +346,43 @@ class OpenAIModel(UsesTokenizer):
                      top_p: float, seed: int) -> tuple[list[str], int]:
         """Up to ``n`` sampled continuations from one streamed request (``n`` choices), closed once
         every choice holds ``lines`` newlines (or a code fence) or has finished. A server that
-        ignores ``n`` (llama-cpp-python) returns one. Returns (texts, chunks received)."""
+        ignores ``n`` (llama-cpp-python) returns one; that is noticed (only index 0 after a few
+        chunks) and remembered. Returns (texts, chunks received)."""
+        import httpx
+
         self._last_prompt = list(tokens)
         with self._stats_lock:
             self.stats.requests += 1
+        if self._n_choices is False:
+            n = 1
         texts: dict[int, str] = {}
         finished: set[int] = set()
         received = 0
         extra = dict(self._extra)  # temperature and top-p only, as the local sampler (candidates.py)
-        stream = self._call("sample", self._client.completions.create, model=self.served, prompt=self.text(tokens),
-                            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stream=True,
-                            extra_body=extra or None, **({"n": n} if n > 1 else {}))
-        try:
-            for chunk in stream:
-                for choice in chunk.choices or ():
-                    text = texts.get(choice.index, "") + (choice.text or "")
-                    texts[choice.index] = text
-                    received += 1
-                    if choice.finish_reason or text.count("\n") >= lines or "```" in text:
-                        finished.add(choice.index)
-                if len(finished) >= n:
-                    break
-        except self._openai.APIError as exc:
-            raise BackendFailure(f"openai: {self.base_url} broke off a stream: {_short(exc)}") from None
-        finally:
-            stream.close()  # the server stops generating when the client goes
+        with self._gate:  # a stream counts against `concurrency` until it is closed
+            stream = self._call("sample", self._client.completions.create, gated=False, model=self.served,
+                                prompt=self.text(tokens), max_tokens=self._room(tokens, max_tokens),
+                                temperature=temperature, top_p=top_p, seed=seed, stream=True,
+                                extra_body=extra or None, **({"n": n} if n > 1 else {}))
+            try:
+                for chunk in stream:
+                    for choice in chunk.choices or ():
+                        text = texts.get(choice.index, "") + (choice.text or "")
+                        texts[choice.index] = text
+                        received += 1
+                        if choice.finish_reason or text.count("\n") >= lines or "```" in text:
+                            finished.add(choice.index)
+                    if n > 1 and self._n_choices is None and received >= 4 * n and set(texts) == {0}:
+                        self._n_choices = False  # only one choice comes: the server ignores n
+                        n = 1
+                    if len(finished) >= n:
+                        break
+            except (self._openai.APIError, httpx.HTTPError) as exc:
+                raise BackendFailure(f"openai: {self.base_url} broke off a stream: {_short(exc)}") from None
+            finally:
+                stream.close()  # the server stops generating when the client goes
+        if n > 1 and self._n_choices is None and len(texts) > 1:
+            self._n_choices = True
         return [texts[i] for i in sorted(texts)][:n], received
 
 
@@ -343,7 +406,9 @@ class OpenAISession:
         if draft is None or len(toks) < draft.start or (self.full_logits and not draft.full):
             return None
         j = len(toks) - draft.start
-        if j < len(draft.dists) and toks[draft.start:] == draft.tokens[:j]:
+        # Valid only for the very sequence it continues (a re-synced p_dyn with a new signal of
+        # the same length is another sequence) followed by the drafted tokens.
+        if j < len(draft.dists) and toks[draft.start:] == draft.tokens[:j] and tuple(toks[:draft.start]) == draft.prefix:
             return draft.dists[j]
         return None
 
@@ -447,6 +512,41 @@ class OpenAISession:
         self._drafts.clear()
 
 
+def _field(obj, name):
+    """A field of an SDK object or of a dict (servers' extra fields arrive as either)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    value = getattr(obj, name, None)
+    if value is None:
+        value = (getattr(obj, "model_extra", None) or {}).get(name)
+    return value
+
+
+def _logprob_rows(lp) -> list[tuple[str | int, dict]] | None:
+    """(token, {token: log-prob}) per generated position, from either shape servers use:
+    OpenAI's legacy completions (``tokens`` + ``top_logprobs`` dicts keyed by text; vLLM, SGLang,
+    llama-cpp-python) or llama.cpp's server (``content``: a list of {id, token, logprob,
+    top_logprobs: [{id, token, logprob}]}; ids are used where given). None if there are none."""
+    if lp is None:
+        return None
+    content = _field(lp, "content")
+    if content:
+        rows = []
+        for entry in content:
+            token = _field(entry, "id")
+            token = token if isinstance(token, int) else _field(entry, "token")
+            top = {}
+            for alt in _field(entry, "top_logprobs") or ():
+                key = _field(alt, "id")
+                top[key if isinstance(key, int) else _field(alt, "token")] = _field(alt, "logprob")
+            rows.append((token, top))
+        return rows
+    tokens, tops = _field(lp, "tokens"), _field(lp, "top_logprobs")
+    if tokens is None or tops is None:
+        return None
+    return [(t, top or {}) for t, top in zip(tokens, tops)]
+
+
 def _first_lines(text: str, lines: int) -> str:
     """``text`` up to and including its ``lines``-th newline (a fence ends it as well)."""
     fence = text.find("```")
@@ -478,6 +578,9 @@ class _GGUFTokenizer:
 
     def eos_id(self) -> int | None:
         return self._m.eos_id()
+
+    def bos_id(self) -> int | None:
+        return self._m.bos_id()
 
 
 def _local_tokenizer(spec: str | None):
