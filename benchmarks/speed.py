@@ -139,7 +139,7 @@ def write_markdown(data: dict) -> None:
         lines += [f"## {key.upper().replace('_', ', ')} ({cpu['model'].get('backend')}, signal budget "
                   f"{cpu.get('signal_budget', 1536)}): `{cpu['command']}`", "",
                   f"- date: {cpu['date']}; machine: {cpu['machine']}; commit {cpu.get('commit', '')}",
-                  f"- model: {cpu['model'].get('model')}", "",
+                  f"- model: {cpu['model'].get('model')}"] + ([f"- note: {cpu['note']}"] if cpu.get("note") else []) + ["",
                   "| tasks | visible-test passes EG-CFG / greedy | efficiency (bound / wall) | overhead vs greedy | s/task EG-CFG | s/task greedy | prefill tok/s | decode tok/s (1 / batch) |",
                   "|---|---|---|---|---|---|---|---|",
                   f"| {cpu['tasks']} | {cpu.get('passed_visible')} / {cpu.get('greedy_passed_visible')} | {cpu['efficiency']} | "

@@ -21,7 +21,7 @@ class Config:
     prompt_style: str = "instruct"  # instruct | long-code
     max_tokens: int = 512          # generated tokens per attempt
     max_line_tokens: int = 128     # a line longer than this ends the attempt (degenerate output)
-    signal_budget: int = 1536      # tokens of dynamic signal at most
+    signal_budget: int = 768       # tokens of dynamic signal at most (1536 until 2026-11-26: benchmarks/results/speed.md)
     seed: int = 0
     run_timeout: float = 2.0       # seconds per sandboxed run
     always_refresh: bool = False   # build the signal even at gamma 0 (diagnostics; tests use it)
