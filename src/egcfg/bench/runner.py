@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import threading
 from typing import Callable
 
@@ -189,8 +190,6 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
             parent = os.getppid()
 
             def next_item():  # the next task; None at the end mark or when the parent is gone (killed hard)
-                import queue
-
                 while os.getppid() == parent:
                     try:
                         return tasks_q.get(timeout=5)
@@ -219,8 +218,6 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
              for _ in range(workers)]
     for proc in procs:
         proc.start()
-    import queue
-
     try:
         left = len(todo)
         while left:

@@ -36,14 +36,14 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
 from ..guidance import UNLISTED
-from .base import Capabilities, SessionStats, UsesTokenizer
+from .base import Capabilities, SessionStats, UsesTokenizer, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,12 @@ class OpenAIModel(UsesTokenizer):
             z[t] = max(z[t], float(lp), UNLISTED / 4)  # several texts can name one token: keep the likelier
         return z
 
+    def _one_hot(self, token: int) -> np.ndarray:
+        """A next-token array that lists one token (log-prob 0): what the server chose, no more."""
+        z = np.full(self.n_vocab, UNLISTED, dtype=np.float32)
+        z[token] = 0.0
+        return z
+
     def _room(self, tokens: Sequence[int], wanted: int) -> int:
         """Tokens a request may ask for: servers refuse prompt + max_tokens past their context."""
         return max(1, min(wanted, self.n_ctx - len(tokens)))
@@ -295,18 +301,14 @@ class OpenAIModel(UsesTokenizer):
         else:
             text = choice.text or ""
             for t in self._tokens_of_text(text):
-                z = np.full(self.n_vocab, UNLISTED, dtype=np.float32)
-                z[t] = 0.0
-                dists.append(z)
+                dists.append(self._one_hot(t))
                 ids.append(t)
         # Fewer tokens than asked and not cut by length: the server stopped at an end-of-generation
         # token, which it does not list (llama-cpp-python; "stop", "eos", "eos_token" by server).
         # Say so with a list of that one token.
         stopped = choice.finish_reason not in ("length", None) or not dists
         if stopped and self._eos is not None and (not ids or not self.tok.is_eog(ids[-1])):
-            z = np.full(self.n_vocab, UNLISTED, dtype=np.float32)
-            z[self._eos] = 0.0
-            dists.append(z)
+            dists.append(self._one_hot(self._eos))
         return _Draft(tuple(tokens), full, ids, dists)
 
     def _tokens_of_text(self, text: str) -> list[int]:
@@ -332,8 +334,6 @@ class OpenAIModel(UsesTokenizer):
         if not self.serial:
             return list(self._pool.map(fn, items))
         if key is not None:
-            from .base import common_prefix
-
             order = sorted(range(len(items)), key=lambda i: -common_prefix(key(items[i]), self._last_prompt))
         else:
             order = range(len(items))
