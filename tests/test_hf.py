@@ -120,7 +120,8 @@ def test_context_limit_and_slots_are_clear_errors(hf_model):
         hf_model.session(13)
 
 
-def test_concurrent_prefills_share_padded_forwards(hf_model):
+@pytest.mark.parametrize("rows", [None, 1])
+def test_concurrent_prefills_share_padded_forwards(hf_model, rows):
     m = hf_model
     base = prompt_ids(m, "Write a python function that sorts a list. " * 3)
     long = prompt_ids(m, "Explain this code:\n" + "x = [i * i for i in range(10)]\n" * 60)  # > one 512-token chunk
@@ -134,15 +135,23 @@ def test_concurrent_prefills_share_padded_forwards(hf_model):
             barrier.wait()
             got[i] = s.sync(0, prompts[i])
 
+    m.batcher.prefill_rows = rows  # 1: packing off (the option prefill_rows=1)
     before = m.batcher.forwards
-    threads = [threading.Thread(target=prefill, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        threads = [threading.Thread(target=prefill, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        m.batcher.prefill_rows = None
     for ids, logits in zip(prompts, got):
         np.testing.assert_allclose(logits, reference(m, ids), atol=2e-3)
-    assert m.batcher.forwards - before < 4  # 4 chunks in all, padded together where they met
+    forwards = m.batcher.forwards - before
+    if rows == 1:
+        assert forwards == 4  # one per 512-token chunk
+    else:
+        assert forwards < 4  # 4 chunks in all, padded together where they met
 
 
 def test_tokenizer_is_safe_across_threads(hf_model):

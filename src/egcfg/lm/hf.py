@@ -106,7 +106,8 @@ class HFModel(UsesTokenizer):
     capabilities = Capabilities(fork=True, rewind=True)
 
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
-                 n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002):
+                 n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
+                 prefill_rows: int | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -163,7 +164,9 @@ class HFModel(UsesTokenizer):
                               dtype=self.dtype, device=self.device)
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
-        self.batcher = _Batcher(self, batch_wait)
+        # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
+        # how the packing's effect is measured; None: only PREFILL_BUDGET bounds it).
+        self.batcher = _Batcher(self, batch_wait, prefill_rows)
 
     def describe(self) -> dict:
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
@@ -282,9 +285,10 @@ class _Batcher:
     prefills packed into padded forwards of similar lengths (a forward of a few rows costs about
     what one row costs on a GPU: the launches, not the arithmetic, set the price)."""
 
-    def __init__(self, model: HFModel, wait: float):
+    def __init__(self, model: HFModel, wait: float, prefill_rows: int | None = None):
         self.model = model
         self.wait = wait
+        self.prefill_rows = prefill_rows
         self._cv = threading.Condition()
         self._queue: list[_Request] = []
         self._sessions = 0
@@ -397,7 +401,8 @@ class _Batcher:
                 rows.sort(key=lambda item: -len(item[1][2]))
                 groups, group = [], []
                 for item in rows:
-                    if group and (len(group) + 1) * len(group[0][1][2]) > PREFILL_BUDGET:
+                    full = self.prefill_rows is not None and len(group) >= self.prefill_rows
+                    if group and (full or (len(group) + 1) * len(group[0][1][2]) > PREFILL_BUDGET):
                         groups.append(group)
                         group = []
                     group.append(item)
