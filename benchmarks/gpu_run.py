@@ -8,7 +8,7 @@ Reported: wall minutes from the first call's start (model loading included) to t
 task, the time to first attempt (start-up), seconds per task, aggregate token and execution rates
 (sums of the per-attempt stats over the solving time), GPU utilization over the samples, pass@1 and
 its parity with CPU runs of the same tasks (``--cpu``, same verdict counts). The section that was
-there before is kept as "gpu_before", so the file shows the change's effect.
+there before is kept as "gpu_before" (or ``--keep-as NAME``), so the file shows the change's effect.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("run")
     ap.add_argument("--cpu", action="append", default=[], help="a CPU run folder of some of the same tasks")
     ap.add_argument("--device", default=None, help="GPU name (default: from the run's machine field)")
+    ap.add_argument("--keep-as", default="gpu_before",
+                    help="where the section this run replaces is kept (default: gpu_before)")
     args = ap.parse_args()
     run = Path(args.run)
     db = sqlite3.connect(run / "results.sqlite")
@@ -74,6 +76,7 @@ def main() -> int:
     section = {
         "command": meta.get("command"), "date": meta.get("date"), "machine": meta.get("machine"),
         "model_spec": meta.get("model_spec"), "summarised_by": "python benchmarks/gpu_run.py " + " ".join(sys.argv[1:]),
+        "signal_budget": meta["agents"][0].get("signal_budget"),
         "calls": len(util_files), "mbpp_tasks_done": n_tasks,
         "mbpp500_minutes": round(wall / 60, 2) if n_tasks == 500 else None,
         "target_minutes": 15,
@@ -91,7 +94,7 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results" / "speed.json"
     data = json.loads(out.read_text()) if out.is_file() else {}
     if "gpu" in data and data["gpu"].get("command") != section["command"]:
-        data["gpu_before"] = data["gpu"]
+        data[args.keep_as] = data["gpu"]
     data["gpu"] = section
     out.write_text(json.dumps(data, indent=1) + "\n")
     from speed import write_markdown

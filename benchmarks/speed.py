@@ -148,10 +148,13 @@ def write_markdown(data: dict) -> None:
                   f"{cpu['raw']['decode_batch_tok_s']} |", "",
                   "Seconds per phase over all tasks: " + ", ".join(f"{k.replace('seconds_', '')} {v}"
                                                                   for k, v in cpu["phase_seconds"].items()), ""]
-    for key, title in (("gpu", "GPU"), ("gpu_before", "GPU, before (the previous measurement)")):
+    titles = {"gpu": "GPU", "gpu_before": "GPU, before the multi-process runner (the first measurement)"}
+    gpu_keys = ["gpu"] + sorted(k for k in data if k.startswith("gpu_") and k not in ("gpu_before", "gpu_ablation")) + ["gpu_before"]
+    for key in gpu_keys:
         gpu = data.get(key)
         if not gpu:
             continue
+        title = titles.get(key) or key.upper().replace("_", ", ", 1).replace("_", " ")
         lines += [f"## {title}", ""] + [f"- {k}: {v}" for k, v in gpu.items() if not isinstance(v, (dict, list))]
         for k in ("tokens_per_second", "gpu_utilization_percent"):
             if isinstance(gpu.get(k), dict):
@@ -161,7 +164,23 @@ def write_markdown(data: dict) -> None:
                 lines.append(f"- parity with `{row['cpu_run']}` ({row['what']}, {row['tasks']} tasks): GPU "
                              f"{row['gpu_pass_at_1']}% vs CPU {row['cpu_pass_at_1']}%, same verdict on {row['same_verdict']}")
         lines += [""]
+    lines += ablation_markdown(data.get("gpu_ablation"))
     (RESULTS / "speed.md").write_text("\n".join(lines))
+
+
+def ablation_markdown(ab: dict | None) -> list[str]:
+    """The GPU ablation table (benchmarks/gpu_ablation.py writes the section)."""
+    if not ab:
+        return []
+    lines = ["## GPU ablation: processes and packed prefills", "", f"- command: `{ab['summarised_by']}`"]
+    lines += [f"- {k}: {ab[k]}" for k in ("date", "machine", "model", "workload", "measure") if ab.get(k)]
+    lines += ["", "| run | processes x threads | packed prefills | tasks done | s to 25 / 50 / 75 tasks | pass (done) | GPU util % |",
+              "|---|---|---|---|---|---|---|"]
+    for r in ab["runs"]:
+        at = " / ".join(str(r["seconds_to_tasks"].get(str(k), "-")) for k in (25, 50, 75))
+        lines.append(f"| {r['run']} | {r['workers']} x {r['concurrency']} | {'yes' if r['packed'] else 'no'} | "
+                     f"{r['tasks_done']} | {at} | {r['passed']}/{r['tasks_done']} | {r['gpu_util_mean']} |")
+    return lines + [""] + ([f"{ab['conclusion']}", ""] if ab.get("conclusion") else [])
 
 
 if __name__ == "__main__":
