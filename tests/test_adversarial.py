@@ -80,6 +80,34 @@ EXPECTED_NOT_OK = {
 }
 
 
+def _sandbox_setup() -> tuple[str, bool]:
+    """(mode, whether candidates run as a user other than the one running the tests)."""
+    from egcfg.execution.sandbox import isolation, sandbox_user
+
+    mode = isolation()
+    return mode, mode == "bubblewrap" or sandbox_user(mode).startswith("uid 65534")
+
+
+MODE, SEPARATE_USER = _sandbox_setup()
+if not SEPARATE_USER:
+    # rlimits fallback run by an unprivileged user (or by root with EGCFG_SANDBOX=rlimits-unsafe and
+    # no possible drop): candidates run as the tests' own user, so these programs really would delete
+    # the project, kill pytest or fork-bomb the machine. Nothing here would be a meaningful check.
+    pytestmark = pytest.mark.skip(reason=f"sandbox {MODE} runs candidates as the invoking user")
+
+# What the rlimits fallback (even as uid 65534) does not isolate: see the module doc of sandbox.py.
+NOT_ISOLATED_BY_RLIMITS = {
+    "read_host_files": "no file-system isolation: world-readable files stay readable",
+    "connect_localhost": "no network namespace: 127.0.0.1 is the host's",
+    "daemon_own_session": "no PID namespace: a process that starts its own session outlives the run",
+    "kill_everything": "no PID namespace: kill(-1) as uid 65534 reaches every process of that uid on the host",
+}
+
+
+def applies(name: str) -> bool:
+    return MODE == "bubblewrap" or name not in NOT_ISOLATED_BY_RLIMITS
+
+
 @pytest.fixture(scope="module")
 def listener():
     """A TCP server on 127.0.0.1 that records every connection it gets."""
@@ -151,6 +179,8 @@ def run_cli(tmp_path, name, program, call):
 
 @pytest.mark.parametrize("name", sorted(hostile_programs(0)))
 def test_hostile_program_through_cli(name, tmp_path, listener, canaries):
+    if not applies(name):
+        pytest.skip(f"not isolated in {MODE} mode: {NOT_ISOLATED_BY_RLIMITS[name]}")
     port, got = listener
     program, call = hostile_programs(port)[name]
     out = run_cli(tmp_path, name, program, call)
@@ -175,7 +205,7 @@ def test_hostile_programs_through_the_engine(listener, canaries):
     from egcfg.execution.sandbox import Limits, Sandbox
 
     port, got = listener
-    programs = {name: prog for name, (prog, _) in hostile_programs(port).items()}
+    programs = {name: prog for name, (prog, _) in hostile_programs(port).items() if applies(name)}
     benign = "def f(x):\n    return x + 1\n"
     task = task_from_dict({"task_id": "hostile", "prompt": "p", "entry_point": "f", "tests": ["assert f(1) == 2"]})
     stats = Stats()

@@ -7,7 +7,7 @@ import platform
 import sys
 
 from . import __version__
-from .execution.sandbox import isolation
+from .execution.sandbox import isolation, sandbox_user
 from .models import DEFAULT_MODEL, MODELS, is_verified, model_file, sha256_of
 
 
@@ -18,7 +18,7 @@ def report(verify: bool = False) -> dict:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "sandbox_isolation": isolation(),
-        "sandbox_user": "uid 65534 (dropped from root)" if (os.geteuid() == 0 and isolation() == "bubblewrap") else f"uid {os.geteuid()}",
+        "sandbox_user": sandbox_user(),
     }
     try:
         import llama_cpp

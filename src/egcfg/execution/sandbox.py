@@ -9,12 +9,32 @@ Each run is a fresh process tree, never the engine's own process:
   so the process limit applies and no capability is left. Killing bwrap tears the PID namespace
   down, so nothing the program started outlives the run.
 * **rlimits** (fallback when bubblewrap is missing or user namespaces are off): a separate session
-  and process group in a scratch directory, a clean environment and the same resource limits, but
-  no file-system or network isolation. ``egcfg doctor`` and the log say which one is active.
+  and process group in a private scratch directory, a clean environment and the same resource
+  limits, but no file-system, network or PID isolation. When egcfg runs as root, the program runs
+  as uid/gid 65534 (nobody/nogroup, no supplementary groups; the scratch directory is owned by it,
+  mode 0700): the process limit applies, and it cannot read what only root can read (``/root``)
+  nor write the project or anything else that is not writable by everyone. It still reads what
+  every user may read, and it can reach the network and other processes of uid 65534 (concurrent
+  runs included). If the base interpreter is not usable by uid 65534 (e.g. installed under
+  ``/root``), the same ``major.minor`` interpreter of the system is used instead. If root cannot
+  drop to uid 65534 at all (no CAP_SETUID, uid not mapped in a user namespace, no usable
+  interpreter), runs are refused (``SandboxUnavailable``) rather than executed as root.
 
-Resource limits in both modes: address space, CPU seconds, processes, file size, open files; a
-wall-clock timeout (an in-process timer first, so the trace survives; a hard kill after a grace).
-Output is capped (see ``Limits``).
+``EGCFG_SANDBOX`` (environment) picks the mode: unset or ``auto`` = bubblewrap if a probe sandbox
+starts, else rlimits; ``rlimits`` = the fallback even where bubblewrap works; ``rlimits-unsafe`` =
+the fallback, and, where root cannot drop to uid 65534, run the program **as root** instead of
+refusing (an explicit opt-in; the log warns and ``egcfg doctor`` reports it). ``egcfg doctor`` and
+the log say which mode and which user are active.
+
+Resource limits in both modes: address space, CPU seconds, processes, file size, open files, no
+core dumps; a wall-clock timeout (an in-process timer first, so the trace survives; a hard kill of
+the process group after a grace). Output is capped (see ``Limits``).
+
+No Python code runs between fork and exec (no ``preexec_fn``: egcfg has other threads, and
+``preexec_fn`` can deadlock then). The new session and, in rlimits mode, the uid/gid/groups drop
+are Popen arguments done in C; the resource limits (and the drop inside bubblewrap) are applied by
+the trusted tracer to itself, from its command line, before it reads the job, so no candidate code
+can run before them (see ``tracer.confine``).
 """
 
 from __future__ import annotations
@@ -24,7 +44,6 @@ import json
 import logging
 import math
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -37,12 +56,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import EgcfgError
+
 log = logging.getLogger(__name__)
 
 TRACER = Path(__file__).with_name("tracer.py")
 NOBODY = 65534
 # Extra wall time after the in-process timer before the whole process tree is killed.
 KILL_GRACE = 1.0
+MODES = ("bubblewrap", "rlimits", "rlimits-unsafe")
+
+
+class SandboxUnavailable(EgcfgError):
+    """No safe way to run model-written code here (egcfg refuses rather than run it as root)."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +115,21 @@ class RunResult:
 
 @functools.lru_cache(maxsize=1)
 def isolation() -> str:
-    """'bubblewrap' if a test sandbox starts here, else 'rlimits'. Probed once per process."""
-    if os.environ.get("EGCFG_SANDBOX") == "rlimits":
-        return "rlimits"
+    """'bubblewrap' if a test sandbox starts here, else 'rlimits' (or 'rlimits-unsafe' when
+    EGCFG_SANDBOX asks for it). Probed once per process."""
+    requested = os.environ.get("EGCFG_SANDBOX", "").strip()
+    if requested in ("rlimits", "rlimits-unsafe"):
+        return requested
+    if requested not in ("", "auto", "bubblewrap"):
+        log.warning("EGCFG_SANDBOX=%r is not one of auto, bubblewrap, rlimits, rlimits-unsafe; ignored", requested)
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "rlimits"
     try:
+        # Trusted code only (`pass`): no limits needed, and no preexec_fn (see the module doc).
         probe = subprocess.run(
             _bwrap_prefix(bwrap) + [_sandbox_python_path(), "-I", "-S", "-c", "pass"],
-            capture_output=True, timeout=10, preexec_fn=_limits_preexec(Limits()),
+            capture_output=True, timeout=10, start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "rlimits"
@@ -158,7 +189,9 @@ def _sandbox_python_path() -> str:
     return str(Path(SANDBOX_PYTHON) / exe.relative_to(prefix))
 
 
-def _limits_preexec(limits: Limits):
+def _tracer_args(limits: Limits, drop_to: int | None) -> list[str]:
+    """The tracer's command-line arguments after the result fd: the resource limits it applies to
+    itself before it reads the job (see ``tracer.confine``), and the uid it must run as."""
     cpu = int(math.ceil(limits.timeout)) + 1
     nproc = limits.processes
     if os.geteuid() != 0:
@@ -167,19 +200,66 @@ def _limits_preexec(limits: Limits):
             nproc += sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and p.stat().st_uid == os.geteuid())
         except OSError:
             nproc += 256
+    mem = limits.memory_mb * 1024 * 1024
+    size = limits.file_size_mb * 1024 * 1024
+    args = [f"{mem}:{cpu}:{nproc}:{size}:{limits.open_files}"]
+    if drop_to is not None:
+        args.append(str(drop_to))
+    return args
 
-    def preexec() -> None:
-        # Runs in the child between fork and exec: only async-signal-safe-ish calls.
-        mem = limits.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        size = limits.file_size_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    return preexec
+@functools.lru_cache(maxsize=1)
+def _tracer_source() -> str:
+    """In rlimits mode the tracer is passed with ``-c``: uid 65534 may not be able to read its file."""
+    return TRACER.read_text(encoding="utf-8")
+
+
+_PROBE = "import os, sys; print(os.getuid(), os.geteuid(), os.getgid(), len(os.getgroups()), *sys.version_info[:2])"
+
+
+@functools.lru_cache(maxsize=1)
+def _drop_plan() -> tuple[str | None, str]:
+    """For rlimits mode as root: an interpreter that really starts as uid/gid 65534 with no groups,
+    found by starting it so (once per process). Returns (path, "") or (None, why not)."""
+    major, minor = sys.version_info[:2]
+    candidates = [_python()]
+    system = shutil.which(f"python{major}.{minor}", path="/usr/local/bin:/usr/bin:/bin")
+    if system and Path(system).resolve() != Path(_python()).resolve():
+        candidates.append(system)
+    expected = [str(NOBODY), str(NOBODY), str(NOBODY), "0", str(major), str(minor)]
+    problems = []
+    for exe in candidates:
+        try:
+            probe = subprocess.run(
+                [exe, "-I", "-S", "-B", "-c", _PROBE], capture_output=True, timeout=10, cwd="/",
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True,
+                user=NOBODY, group=NOBODY, extra_groups=[],
+            )
+        except (OSError, subprocess.SubprocessError) as exc:  # setuid refused, or exec denied to 65534
+            problems.append(f"{exe}: cannot start as uid {NOBODY}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        if probe.returncode == 0 and probe.stdout.decode(errors="replace").split() == expected:
+            if exe != candidates[0]:
+                log.info("sandbox: %s is not usable by uid %d; rlimits runs use %s", candidates[0], NOBODY, exe)
+            return exe, ""
+        problems.append(f"{exe}: exit {probe.returncode} {probe.stdout.decode(errors='replace').strip()} "
+                        f"{probe.stderr.decode(errors='replace').strip()[-200:]}".strip())
+    return None, "; ".join(problems)
+
+
+def sandbox_user(mode: str | None = None) -> str:
+    """Which user model-written code runs as, in words (for ``egcfg doctor``)."""
+    mode = mode or isolation()
+    if os.geteuid() != 0:
+        return f"uid {os.geteuid()}"
+    if mode == "bubblewrap":
+        return f"uid {NOBODY} (dropped from root)"
+    python, why = _drop_plan()
+    if python is not None:
+        return f"uid {NOBODY} (dropped from root)" + ("" if python == _python() else f", interpreter {python}")
+    if mode == "rlimits-unsafe":
+        return f"uid 0 (root: cannot drop to uid {NOBODY}; allowed by EGCFG_SANDBOX=rlimits-unsafe)"
+    return f"none: runs refused (root cannot drop to uid {NOBODY}: {why})"
 
 
 @dataclass
@@ -224,18 +304,34 @@ class Sandbox:
                  mode: str | None = None):
         global _logged_mode
         self.limits = limits or Limits()
-        if mode not in (None, "bubblewrap", "rlimits"):
+        if mode not in (None, *MODES):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode or isolation()
+        # In rlimits mode as root: the uid to drop to and the interpreter that can run as it.
+        self._drop_to: int | None = None
+        self._python = _python()
+        if self.mode != "bubblewrap" and os.geteuid() == 0:
+            python, why = _drop_plan()
+            if python is not None:
+                self._drop_to, self._python = NOBODY, python
+            elif self.mode == "rlimits-unsafe":
+                log.warning("sandbox: cannot drop root to uid %d (%s); running model-written code AS ROOT "
+                            "because EGCFG_SANDBOX=rlimits-unsafe", NOBODY, why)
+            else:
+                raise SandboxUnavailable(
+                    f"sandbox mode {self.mode} as root cannot drop to uid {NOBODY} ({why}); refusing to run "
+                    f"model-written code as root. Make bubblewrap work, run egcfg as an unprivileged user, or "
+                    f"set EGCFG_SANDBOX=rlimits-unsafe to accept running it as root")
         if not _logged_mode:
             _logged_mode = True
+            user = f", as uid {NOBODY}" if self._drop_to is not None else ""
             if self.mode == "bubblewrap":
                 log.info("sandbox: bubblewrap (namespaces, read-only system, private /tmp, no network) + rlimits")
-            elif mode == "rlimits":
-                log.info("sandbox: rlimits + separate session only, as requested (no isolation)")
+            elif mode or os.environ.get("EGCFG_SANDBOX", "").strip() in ("rlimits", "rlimits-unsafe"):
+                log.info("sandbox: %s + separate session only, as requested (no namespace isolation%s)", self.mode, user)
             else:
                 log.warning("sandbox: bubblewrap unavailable; falling back to rlimits + separate session "
-                            "(no file-system or network isolation)")
+                            "(no file-system, network or PID isolation%s)", user)
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.warm = self.workers if warm is None else warm
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="egcfg-run")
@@ -274,7 +370,6 @@ class Sandbox:
         job = json.dumps({
             "program": program, "invocation": invocation, "timeout": timeout, "trace": trace, "prelude": prelude,
             "head": limits.trace_head, "tail": limits.trace_tail, "max_stdout": limits.max_stdout_chars,
-            "drop_to": NOBODY if (self.mode == "bubblewrap" and os.geteuid() == 0) else None,
         }).encode("utf-8", "replace")
         payload = b"%d\n" % len(job) + job + stdin.encode("utf-8", "replace")
         start = time.monotonic()
@@ -318,20 +413,28 @@ class Sandbox:
         started.discard()
 
     def _start(self, limits: Limits) -> _Started:
+        # No preexec_fn (threads): the session and the uid drop are done by Popen in C, the limits
+        # by the tracer itself before it reads the job (it refuses to run without them).
         result_r, result_w = os.pipe()
         scratch = None
         try:
+            user = {}
             if self.mode == "bubblewrap":
-                cmd = _bwrap_prefix(shutil.which("bwrap")) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py", str(result_w)]
+                drop_to = NOBODY if os.geteuid() == 0 else None
+                cmd = _bwrap_prefix(shutil.which("bwrap")) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py"]
                 cwd, env = "/", {}
             else:
-                scratch = tempfile.mkdtemp(prefix="egcfg-run-")
-                cmd = [_python(), "-I", "-S", "-B", str(TRACER), str(result_w)]
+                drop_to = self._drop_to
+                scratch = tempfile.mkdtemp(prefix="egcfg-run-")  # mode 0700
+                if drop_to is not None:
+                    os.chown(scratch, drop_to, drop_to)
+                    user = {"user": drop_to, "group": drop_to, "extra_groups": []}
+                cmd = [self._python, "-I", "-S", "-B", "-c", _tracer_source()]
                 cwd, env = scratch, {"PATH": "/usr/bin:/bin", "HOME": scratch, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+            cmd += [str(result_w), *_tracer_args(limits, drop_to)]
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(result_w,), cwd=cwd, env=env, start_new_session=True,
-                preexec_fn=_limits_preexec(limits),
+                pass_fds=(result_w,), cwd=cwd, env=env, start_new_session=True, **user,
             )
         except BaseException:
             os.close(result_r)

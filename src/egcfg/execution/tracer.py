@@ -3,11 +3,17 @@
 It is executed as a script by a plain interpreter (``python -I -S``), so it imports only the standard
 library and nothing from egcfg. Protocol:
 
+* command line: ``RESULT_FD LIMITS [UID]``. ``LIMITS`` is ``AS:CPU:NPROC:FSIZE:NOFILE`` (bytes,
+  seconds, processes, bytes, descriptors); ``UID``, if given, is the unprivileged user the run must
+  execute as. Before it reads anything from stdin, the tracer sets these resource limits on itself
+  (inherited by everything the program starts) and, if it is root, drops to ``UID`` (groups
+  cleared); then it checks that both took effect. Without a valid ``LIMITS`` argument, or if any
+  step fails, it exits without reading the job: no candidate code runs unconfined.
 * stdin starts with one line holding the byte length N of a JSON job, then N bytes of that job;
   whatever follows is left unread for the program itself (stdin/stdout tasks).
 * the job: ``{"program": str, "invocation": str|null, "timeout": float, "trace": bool,
   "head": int, "tail": int, "max_stdout": int}``.
-* the result is one JSON object written to file descriptor ``EGCFG_RESULT_FD`` (argv[1]) when the
+* the result is one JSON object written to file descriptor ``RESULT_FD`` (argv[1]) when the
   run ends, whatever way it ends that Python can still see (return, exception, sys.exit, timeout).
 
 Events are recorded only for code compiled from the candidate (filename ``<candidate>``) and are
@@ -185,16 +191,50 @@ def read_job():
     return json.loads(data)
 
 
+def confine(argv):
+    """Apply the run's resource limits and drop root, before any job is read. Exits on failure."""
+    import resource
+
+    try:
+        mem, cpu, nproc, fsize, nofile = (int(x) for x in argv[2].split(":"))
+        uid = int(argv[3]) if len(argv) > 3 else None
+    except (IndexError, ValueError):
+        raise SystemExit("tracer: no valid limits on the command line; refusing to run")
+    wanted = (
+        (resource.RLIMIT_AS, mem, mem),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_NPROC, nproc, nproc),
+        (resource.RLIMIT_FSIZE, fsize, fsize),
+        (resource.RLIMIT_NOFILE, nofile, nofile),
+        (resource.RLIMIT_CORE, 0, 0),
+    )
+    try:
+        for what, soft, hard in wanted:
+            _, current = resource.getrlimit(what)
+            if current != resource.RLIM_INFINITY:  # never ask for more than is allowed already
+                soft, hard = min(soft, current), min(hard, current)
+            resource.setrlimit(what, (soft, hard))
+            got_soft, got_hard = resource.getrlimit(what)
+            if got_soft == resource.RLIM_INFINITY or got_soft > soft or got_hard > hard:
+                raise OSError("limit %d not applied" % what)
+        if uid is not None:
+            if os.getuid() == 0 or os.geteuid() == 0:
+                # Become the unprivileged sandbox user: this clears all capabilities and makes
+                # RLIMIT_NPROC apply (it is not enforced for root).
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, uid, uid) or \
+                    set(os.getgroups()) - {uid}:
+                raise OSError("still uid %d, gid %d, groups %s" % (os.getuid(), os.getgid(), os.getgroups()))
+    except (OSError, ValueError) as exc:
+        raise SystemExit("tracer: could not confine the run (%s); refusing to run" % (exc,))
+
+
 def main():
     result_fd = int(sys.argv[1])
+    confine(sys.argv)
     job = read_job()
-    drop_to = job.get("drop_to")
-    if drop_to is not None and os.getuid() == 0:
-        # Become the unprivileged sandbox user before any model-written code runs: this clears all
-        # capabilities and makes RLIMIT_NPROC apply (it is not enforced for root).
-        os.setgroups([])
-        os.setgid(int(drop_to))
-        os.setuid(int(drop_to))
     timeout = float(job.get("timeout", 2.0))
     recorder = Recorder(int(job.get("head", 40)), int(job.get("tail", 20)))
     out = CappedText(int(job.get("max_stdout", 4000)))
