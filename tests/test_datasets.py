@@ -36,6 +36,19 @@ def test_docstring_examples_become_asserts():
     assert docstring_asserts(prompt2, "g") == ["assert g(grid=[[1]], k=1) == [1]"]
 
 
+def test_definition_lines_are_not_examples():
+    # "f(x) = y" also defines (a recurrence, a worked-out term); only the examples become asserts.
+    prompt = ('def seq(n):\n    """Return the first n + 1 terms of the sequence defined by:\n'
+              '    seq(0) = 1\n    seq(n) = seq(n - 1) + 2, if n > 0.\n    For example:\n'
+              '    seq(1) = 1 + 2 = 3\n    seq(3) = 7\n    seq(2) = seq(1) + 2\n           = 3 + 2 = 5\n'
+              '    Examples:\n    seq(2) = [1, 3, 5]\n    seq(0) == [1]\n    seq(1) ==> seq(0) + [3]\n    """\n')
+    # The old reading also gave seq(0) == 1, seq(3) == 7, seq(2) == seq(1) + 2 and the last line.
+    assert docstring_asserts(prompt, "seq") == ["assert seq(2) == [1, 3, 5]", "assert seq(0) == [1]"]
+    # A run of plain "=" examples stays.
+    prompt2 = 'def g(s):\n    """Examples:\n    g("ab") = "AB"\n    g("x") = "X"\n    """\n'
+    assert docstring_asserts(prompt2, "g") == ["assert g('ab') == 'AB'", "assert g('x') == 'X'"]
+
+
 def test_humaneval_from_the_package(sandbox):
     tasks = load_benchmark("humaneval")
     assert len(tasks) == 164
@@ -44,8 +57,10 @@ def test_humaneval_from_the_package(sandbox):
     t0 = tasks[0]
     assert "from typing import List" in t0.prelude
     assert t0.hidden_tests[0].rstrip().endswith("check(has_close_elements)")
-    # Visible examples are real: the canonical solutions pass nearly all of them (a few HumanEval
-    # docstrings are wrong, e.g. HumanEval/47 and /116).
+    # The sequence definition in HumanEval/130's docstring is not read as examples (tri returns a list).
+    assert next(t for t in tasks if t.task_id == "HumanEval/130").tests == ("assert tri(3) == [1, 3, 2, 8]",)
+    # Visible examples are real: the canonical solutions pass all of them but where the docstring is
+    # wrong: /47 (median 15.0 for 8.0), /116 (examples of a different sort), /148 (("Venus") for ("Venus",)).
     import gzip
     import json
 
@@ -55,7 +70,7 @@ def test_humaneval_from_the_package(sandbox):
     jobs = [{"program": canon[t.task_id] + "\n" + "\n".join(t.tests) + "\n", "trace": False} for t in with_examples]
     results = sandbox.run_many(jobs)
     failing = [t.task_id for t, r in zip(with_examples, results) if r.status != "completed"]
-    assert len(failing) <= 8, failing
+    assert set(failing) <= {"HumanEval/47", "HumanEval/116", "HumanEval/148"}, failing
 
 
 def test_errors_are_one_line(tmp_path):

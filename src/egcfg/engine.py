@@ -12,6 +12,12 @@ Per line (once guidance is active, i.e. from the ``def <entry_point>(`` line on)
   4. re-sync DYN: the backend keeps the prompt prefix and rewrites only from the signal on
   5. decode the line token by token with the guidance rule       (guidance.py)
 The signal is fixed within a line. A line without any trace is decoded unguided.
+
+A line boundary is the end of a decoded token whose text holds a newline. Most vocabularies end such
+tokens with the newline; some merge it with the next line's indentation ("\n    "). Then the next line
+begins inside that token: the refresh happens right after it, and the candidates, the signal's code
+and the committed code all carry the partial line (its indentation) forward. Nothing is rewound: the
+model keeps the tokens it chose.
 """
 
 from __future__ import annotations
@@ -222,6 +228,7 @@ class Generator:
             generated: list[int] = []
             text = bytearray()          # decoded bytes of `generated`
             line_start = 0              # byte offset where the current line starts
+            boundary = 0                # byte offset of the last line boundary (end of the token that held a newline)
             # Guidance is on from the def line (stdin programs: from the start; a given signature: at once).
             active = self.task.is_io or bool(self._def and any(self._def.match(l) for l in self.start.split("\n")))
             seen_body = False
@@ -232,7 +239,7 @@ class Generator:
             cut = None                  # byte offset where the final code ends, if a stop line is dropped
             sol_stale = False           # SOL lags behind `generated` (skipped while gamma == 1)
             while len(generated) < cfg.max_tokens:
-                at_boundary = line_start == len(text)
+                at_boundary = boundary == len(text)
                 if at_boundary and cancelled is not None and cancelled():
                     stop_reason = "cancelled"
                     break
@@ -266,13 +273,16 @@ class Generator:
                 if b"\n" in piece:
                     active, seen_body, stop, cut = self._completed_lines(text, line_start, active, seen_body)
                     line_start = text.rindex(b"\n") + 1
-                    line_tokens = 0
+                    boundary = len(text)  # with a "\n    " token the next line already holds its indentation
+                    line_tokens = 0 if line_start == len(text) else 1
                     if record is not None:
                         record.chosen = bytes(text[:line_start]).decode("utf-8", "replace").rstrip("\n").split("\n")[-1]
                         record.guided = dyn_logits is not None
                         if record.guided:
                             stats.guided_lines += 1
                         record = None
+                    if stop is None and bytes(text[line_start:]).decode("utf-8", "replace").lstrip().startswith("```"):
+                        stop, cut = "fence", line_start  # the token also began the next line, with a fence
                     if stop is None:
                         dyn_logits = None  # the signal is refreshed at the next line boundary
                 else:

@@ -8,6 +8,13 @@ HumanEval prompts show examples in several styles; we read the common ones:
 
 Only examples that parse as Python and call the entry point are kept, in docstring order, without
 duplicates. A few docstrings hold no example we can read; those tasks get no visible test.
+
+``f(x) = y`` is also how docstrings *define* things (HumanEval/130 defines a sequence with
+``tri(1) = 3`` / ``tri(n) = tri(n - 1) + ...`` and works one term out with ``tri(3) = tri(2) + ...``
+while ``tri`` returns a list). So a run of consecutive ``f(...) = ...`` lines is read as a definition,
+and none of its lines as an example, when any line of it is one: the right side calls ``f`` again,
+the call has a free variable (``f(n)``), the value is a chain (``f(2) = 1 + 1 = 2``) or goes on
+on a line starting with ``=``. Values that call the function are never examples, whatever the arrow.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import builtins
 import re
 
 _ARROW = re.compile(r"^\s*(?:[-*]\s*)?(?P<call>.+?)\s*(?:==>|=>|➞|->|==|=|\bshould\s+(?:return|be)\b|\breturns?\b|\bis\b)\s*(?P<value>.+?)\s*$")
+_EQUALS = re.compile(r"^\s*=(?![=>])\s*(?P<value>.*)$")  # "= value": a single "=", not "==", "=>"
+_MORE_EQUALS = re.compile(r"(?<![=!<>])=(?![=>])")  # another single "=" inside a value: a chain
 
 
 def _docstring(prompt: str, entry_point: str) -> str:
@@ -80,6 +89,68 @@ def _valid_assert(call: str, value: str, name: str) -> str | None:
     return _checked(f"assert {call} == {value}", name)
 
 
+def _calls(text: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\s*\(", text) is not None
+
+
+def _parses(expr: str) -> bool:
+    try:
+        ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return False
+    return True
+
+
+def _equals_line(line: str, name: str) -> tuple[str, str] | None:
+    """(call, value) for a line ``name(...) = value`` (a single ``=``), else None."""
+    call = _balanced_call(line, name)
+    if not call:
+        return None
+    match = _EQUALS.match(line[line.index(call) + len(call):])
+    return (call, match.group("value")) if match else None
+
+
+def _defines(call: str, value: str, name: str) -> bool:
+    """Whether ``call = value`` defines or derives rather than shows an example."""
+    value = value.strip().rstrip(".,;").strip()
+    if _calls(value, name):                                  # tri(3) = tri(2) + tri(1) + tri(4)
+        return True
+    if _MORE_EQUALS.search(value) and not _parses(value):    # tri(2) = 1 + (2 / 2) = 2
+        return True
+    try:
+        args = {n.id for n in ast.walk(ast.parse(call, mode="eval")) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        return False
+    free = args - _BUILTINS - {name}                           # tri(n) = 1 + n / 2, if n is even
+    return any(re.search(rf"\b{re.escape(v)}\b", value) for v in free)
+
+
+def _definition_lines(lines: list[str], name: str) -> set[int]:
+    """Indices of the lines of every run of ``name(...) = ...`` lines (and ``= ...`` continuation
+    lines) that holds a definition or a derivation: those are no examples."""
+    out: set[int] = set()
+    i = 0
+    while i < len(lines):
+        run: list[int] = []
+        defining = False
+        j = i
+        while j < len(lines):
+            line = lines[j].strip()
+            found = _equals_line(line, name) if not line.startswith(">>>") else None
+            if found:
+                defining = defining or _defines(found[0], found[1], name)
+            elif run and _EQUALS.match(line):
+                defining = True                               # "       = 2 + 3 + 3 = 8": worked out
+            else:
+                break
+            run.append(j)
+            j += 1
+        if defining:
+            out.update(run)
+        i = j + 1 if not run else j
+    return out
+
+
 def _input_output(lines: list[str], i: int, name: str) -> tuple[str | None, int]:
     """An ``Input: ... / Output: ...`` example starting at line i."""
     args = lines[i].strip()[len("Input:"):].strip()
@@ -97,6 +168,7 @@ def _input_output(lines: list[str], i: int, name: str) -> tuple[str | None, int]
 def docstring_asserts(prompt: str, entry_point: str) -> list[str]:
     doc = _docstring(prompt, entry_point)
     lines = doc.splitlines()
+    definitions = _definition_lines(lines, entry_point)
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -133,7 +205,10 @@ def docstring_asserts(prompt: str, entry_point: str) -> list[str]:
                 value = match.group("value")
                 if not value and i + 1 < len(lines):
                     value = lines[i + 1].strip()
-                found = _valid_assert(call, value, entry_point)
+                # A value that calls the function again relates two calls: no example. Nor is a
+                # line of a definition (see the module docstring).
+                defining = i in definitions or _calls(value, entry_point)
+                found = None if defining else _valid_assert(call, value, entry_point)
                 if found:
                     out.append(found)
             elif not rest.strip() and i + 1 < len(lines):
