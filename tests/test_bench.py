@@ -238,3 +238,36 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
 def test_concurrency_flag_is_checked(egcfg_cli, tmp_path):
     res = egcfg_cli("bench", "mbpp", "--data", str(FIXTURE), "--concurrency", "0", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "at least 1" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_bench_settings_exit_2_with_one_line(egcfg_cli, tmp_path):
+    grid = tmp_path / "grid.json"
+    cases = [("--limit must be at least 1", None, ["--limit", "0"]),
+             ("candidates (--candidates) must be an int", '[{"candidates": 2.5}]', ["--agents-file", str(grid)]),
+             ("gammas must be a list of numbers", '[{"gammas": "0,1"}]', ["--agents-file", str(grid)]),
+             ("must be a finite number", '[{"temperature": 1e999}]', ["--agents-file", str(grid)])]
+    for words, content, extra in cases:
+        if content:
+            grid.write_text(content)
+        res = egcfg_cli("bench", "mbpp", "--data", str(FIXTURE), *extra, "--out", str(tmp_path / "x"))
+        assert res.returncode == 2, res.stderr
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_model_that_fails_in_the_workers_stops_the_run_and_leaves_the_folder_reusable(egcfg_cli, tmp_path):
+    """A file that passes the spec check (GGUF magic) but not llama.cpp: each worker process fails
+    to load it. The run must end with that one-line error (a multiprocessing Pool would respawn
+    workers forever), and its folder, holding no attempt, may be used by the next run."""
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(4096))
+    out = tmp_path / "run"
+    args = ("bench", "mbpp", "--data", str(FIXTURE), "--limit", "1", "--agents", "2", "--workers", "2",
+            "--model", str(bad), "--out", str(out), "--no-progress")
+    for _ in range(2):  # the second time: not "already holds a run"
+        res = egcfg_cli(*args, timeout=300)
+        assert res.returncode == 2, res.stderr[-800:]
+        assert "worker process could not start" in res.stderr and "Traceback" not in res.stderr, res.stderr[-800:]
+    missing = egcfg_cli("bench", "mbpp", "--data", str(FIXTURE), "--limit", "1", "--model", str(tmp_path / "none.gguf"),
+                        "--out", str(tmp_path / "never"))
+    assert missing.returncode == 2 and "neither an embedded model" in missing.stderr
+    assert not (tmp_path / "never").exists()  # checked before the run folder is made

@@ -41,7 +41,11 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, egcfg_cli):
     bad = tmp_path / "bad.json"
     bad.write_text('{"task_id": "x", "prompt": "p", "entry_point": "f", "tests": ["assert f( =="]}')
     for args in (["solve", str(bad)], ["solve"], ["solve", "--prompt", "p"], ["trace", str(tmp_path / "none.py")],
-                 ["solve", "--gamma", "abc", "--prompt", "p"], ["solve", str(tmp_path / "missing.json")]):
+                 ["solve", "--gamma", "abc", "--prompt", "p"], ["solve", str(tmp_path / "missing.json")],
+                 ["solve", "--gamma", "nan", "--prompt", "p", "--entry-point", "f", "--test", "assert f()"],
+                 ["solve", "--timeout", "inf", "--prompt", "p", "--entry-point", "f", "--test", "assert f()"],
+                 ["trace", str(bad), "--timeout", "nan"], ["trace", str(bad), "--timeout", "1e12"],
+                 ["model", "path", "--name", "nope"]):
         out = egcfg_cli(*args)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
@@ -92,3 +96,24 @@ def test_a_malformed_task_in_a_list_is_reported_and_skipped(tmp_path, egcfg_cli,
     data = json.loads(out.stdout)
     assert data["task_id"] == "good" and "def bigger(" in data["code"]
     assert out.returncode == 1  # skipped tasks are not solved
+
+
+@pytest.mark.model
+def test_a_task_that_fails_does_not_lose_the_others(tmp_path, egcfg_cli, model_path):
+    """A task whose prompt outgrows the context fails alone (refused before any prefill); the next
+    task is solved and both appear in the JSON output."""
+    tasks = [
+        {"task_id": "huge", "prompt": "Return the larger of two numbers. " + "word " * 9000, "entry_point": "bigger",
+         "tests": ["assert bigger(1, 2) == 2"]},
+        {"task_id": "good", "prompt": "Return the larger of two numbers.", "entry_point": "bigger",
+         "tests": ["assert bigger(1, 2) == 2"]},
+    ]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    out = egcfg_cli("solve", str(path), "--gamma", "0", "--max-tokens", "60", "--json")
+    assert "egcfg: error: task huge: a sequence would exceed the model context" in out.stderr
+    data = json.loads(out.stdout)
+    assert [d["task_id"] for d in data] == ["huge", "good"]
+    assert data[0]["passed"] is False and "context" in data[0]["error"]
+    assert "def bigger(" in data[1]["code"]
+    assert out.returncode == 1

