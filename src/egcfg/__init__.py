@@ -8,8 +8,10 @@
 
 from .config import Config
 from .errors import EgcfgError
+from .lm import load_model
 from .solver import SolveResult, solve
 from .task import IOTest, Task, load_tasks, task_from_dict
 
 __version__ = "0.1.0"
-__all__ = ["Config", "EgcfgError", "IOTest", "SolveResult", "Task", "load_tasks", "solve", "task_from_dict", "__version__"]
+__all__ = ["Config", "EgcfgError", "IOTest", "SolveResult", "Task", "load_model", "load_tasks", "solve", "task_from_dict",
+           "__version__"]

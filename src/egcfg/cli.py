@@ -282,7 +282,8 @@ def cmd_bench(args) -> int:
             # model_spec (with its ?options) is compared only for runs that recorded it
             changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)]
             if changed:
-                raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run")
+                raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run; "
+                                 f"repeat its flags with --resume: {old.get('command', '(command not recorded)')}")
         else:
             store.clear_meta()  # (a folder taken over from a run that never started holds stale meta)
             prov = provenance("egcfg " + " ".join(sys.argv[1:]))

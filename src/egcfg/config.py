@@ -31,6 +31,14 @@ class Config:
     n_ctx: int = 8192              # model context shared by p_sol, p_dyn and the candidates
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self):
+        # A list is taken as the tuple it means (a list would make the frozen Config unhashable);
+        # a single number is a mistake worth a clear message, not a TypeError later.
+        if isinstance(self.gammas, (int, float)):
+            raise EgcfgError(f"gammas must be a sequence of numbers, e.g. (0.0, 1.0), not {self.gammas!r}")
+        if isinstance(self.gammas, list):
+            object.__setattr__(self, "gammas", tuple(self.gammas))
+
     def validate(self) -> "Config":
         # Types first (an agent grid file can hold anything), then ranges. A float that is nan or
         # inf passes every range test below by failing it silently (nan < 0 is False), so it is
@@ -47,7 +55,7 @@ class Config:
                 raise EgcfgError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, not {value!r}")
             if kind is float and not math.isfinite(value):
                 raise EgcfgError(f"{name} must be a finite number, not {value!r}")
-        if not self.gammas:
+        if not isinstance(self.gammas, tuple) or not self.gammas:
             raise EgcfgError("--gamma needs at least one value")
         if not all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in self.gammas):
             raise EgcfgError(f"--gamma values must be numbers, not {list(self.gammas)!r}")
@@ -55,6 +63,8 @@ class Config:
             raise EgcfgError("--gamma values must be finite numbers")
         if any(g < 0 for g in self.gammas):
             raise EgcfgError("--gamma values must be >= 0")
+        if len(set(self.gammas)) != len(self.gammas):  # a repeat would decode the same attempt twice
+            raise EgcfgError(f"--gamma values must be distinct, not {list(self.gammas)}")
         if self.candidates < 1:
             raise EgcfgError("--candidates must be at least 1")
         if self.horizon < 0:

@@ -64,25 +64,30 @@ def build_signal(candidates: list[CandidateRuns], count_tokens: Callable[[str], 
     usable = sorted((c for c in candidates if c.traced and c.runs), key=lambda c: c.program)
     if not usable:
         return None
-    text = f"{HEADER}\n{INTRO}"
-    used = count_tokens(text)
-    shown = 0
+    head = f"{HEADER}\n{INTRO}"
+    used = count_tokens(head)
+    blocks: list[str] = []
     for cand in usable:
         for limit in (None, SHORT_TRACE):
-            block = "\n\n" + _block(shown + 1, cand, limit)
+            block = "\n\n" + _block(len(blocks) + 1, cand, limit)
             cost = count_tokens(block)
             if used + cost <= budget:
-                text += block
+                blocks.append(block)
                 used += cost
-                shown += 1
                 break
         else:
             break
-    if shown == 0:
-        return None
-    if shown < len(usable):
-        text += f"\n\n({len(usable) - shown} more candidates omitted to fit the budget)"
-    return text
+
+    def compose(n: int) -> str:
+        note = f"\n\n({len(usable) - n} more candidates omitted to fit the budget)" if n < len(usable) else ""
+        return head + "".join(blocks[:n]) + note
+
+    # Blocks were counted one by one; the text is counted whole, omission note included, and the
+    # last blocks go until it fits: the budget is a bound on what p_dyn carries.
+    shown = len(blocks)
+    while shown and count_tokens(compose(shown)) > budget:
+        shown -= 1
+    return compose(shown) if shown else None
 
 
 _TRACE_LINE = re.compile(r"^\s*(L\d+\s{2,}\S.*\|)|^\s*call [A-Za-z_]\w*\(|^\s*exit [A-Za-z_]\w* \(exception")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
+from .errors import EgcfgError
 from .engine import Attempt, Generator, Stats, _Trace
 from .execution.sandbox import Limits, Sandbox
 from .lm.base import LanguageModel
@@ -70,12 +71,31 @@ def solve(task: Task | dict, model: LanguageModel | str | None = None, config: C
     """
     if isinstance(task, dict):
         task = task_from_dict(task)
+    if not isinstance(task, Task):
+        raise EgcfgError(f"solve() takes a Task or a dict, not {type(task).__name__} "
+                         "(for a task file: egcfg.load_tasks(path))")
     task.validate()
+    if isinstance(config, dict):
+        try:
+            config = Config(**config)
+        except TypeError as exc:
+            raise EgcfgError(f"config: {exc}") from None
+    if config is not None and not isinstance(config, Config):
+        raise EgcfgError(f"config must be an egcfg.Config or a dict, not {type(config).__name__}")
     config = (config or Config()).validate()
-    if model is None or isinstance(model, (str, Path)):
+    own_model = model is None or isinstance(model, (str, Path))
+    if own_model:  # loaded for this call, closed after it (load once with egcfg.load_model to reuse)
         from .lm import load_model
 
         model = load_model(str(model) if model else None, n_ctx=config.n_ctx)
+    try:
+        return _solve(task, model, config, sandbox, explain)
+    finally:
+        if own_model:
+            model.close()
+
+
+def _solve(task: Task, model: LanguageModel, config: Config, sandbox: Sandbox | None, explain: bool) -> SolveResult:
     own_sandbox = sandbox is None
     sandbox = sandbox or Sandbox(Limits(timeout=config.run_timeout))
     try:

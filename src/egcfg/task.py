@@ -48,6 +48,20 @@ class Task:
     def validate(self) -> "Task":
         """Raise EgcfgError naming the field and the problem; return self when the task is usable."""
         where = f"task {self.task_id!r}"
+        # Types first: a Task built in Python (not through task_from_dict) may hold anything.
+        for name in ("task_id", "prompt", "test_setup", "prelude", "answer_start"):
+            if not isinstance(getattr(self, name), str):
+                raise EgcfgError(f"{where}: field {name!r} must be a string, not {type(getattr(self, name)).__name__}")
+        if self.entry_point is not None and not isinstance(self.entry_point, str):
+            raise EgcfgError(f"{where}: field 'entry_point' must be a string")
+        for name in ("tests", "hidden_tests"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(t, str) for t in value):
+                raise EgcfgError(f"{where}: field {name!r} must be a tuple of strings (asserts), not {value!r:.80}")
+        for name in ("io_tests", "hidden_io_tests"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(t, IOTest) for t in value):
+                raise EgcfgError(f"{where}: field {name!r} must be a tuple of IOTest")
         if not self.prompt.strip():
             raise EgcfgError(f"{where}: field 'prompt' is empty")
         if not self.tests and not self.io_tests and not (self.entry_point and self.hidden_tests):

@@ -55,9 +55,17 @@ class _Worker:
         self.model = load_model(model_spec, **options)
         self.sandbox = Sandbox(Limits(timeout=run_timeout))
 
+    def close(self) -> None:
+        self.sandbox.close()
+        self.model.close()
+
     def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,
                  is_solved: Callable[[], bool], mark_solved: Callable[[], None]) -> None:
+        # A resumed run reuses the stored attempts, except those that ended in an error (a server
+        # that refused a request, a full context): those are computed again and replaced.
         stored = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
+        failed = {g for g, a in stored.items() if (a["stop_reason"] or "").startswith("error:")}
+        stored = {g: a for g, a in stored.items() if g not in failed}
         generator = Generator(self.model, task, agent.config, self.sandbox, explain=True)
         traces = _Trace(self.sandbox, task, Stats())
         try:
@@ -80,7 +88,7 @@ class _Worker:
                         generator.close()  # a fresh backend session for the next attempt
                     if attempt.stop_reason == "cancelled":
                         return
-                    store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt))
+                    store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt), replace=gamma in failed)
                     ok = attempt.passed
                     if protocol == "paper":
                         ok = score(attempt.code, task, self.sandbox)["passed"]
@@ -99,7 +107,7 @@ class _Worker:
             return None
         same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
         for row in store.attempts(task.task_id):
-            if row["gamma"] == 0.0 and row["agent"] in same:
+            if row["gamma"] == 0.0 and row["agent"] in same and not (row["stop_reason"] or "").startswith("error:"):
                 return Attempt(gamma=0.0, code=row["code"], passed=bool(row["passed_visible"]),
                                tests_passed=row["tests_passed"], tests_total=row["tests_total"],
                                stop_reason=row["stop_reason"], stats=Stats())
@@ -174,8 +182,7 @@ def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, p
     try:
         _run_concurrent(next_task, agents, folder, worker, protocol, scorer, concurrency, tick)
     finally:
-        worker.sandbox.close()
-        getattr(worker.model, "close", lambda: None)()
+        worker.close()
 
 
 def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q) -> None:
@@ -367,7 +374,7 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
                 for position, task in todo:
                     tick(_whole_task(worker, store, task, position, agents, protocol, scorer))
             finally:
-                worker.sandbox.close()
+                worker.close()
         else:
             _parallel_agents(todo, agents, store, model_spec, run_timeout, protocol, workers, scorer, tick)
     finally:

@@ -86,9 +86,10 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     # -- attempts --------------------------------------------------------------------------------
-    def add_attempt(self, task_id: str, agent: str, attempt, lines: list[dict]) -> None:
+    def add_attempt(self, task_id: str, agent: str, attempt, lines: list[dict], replace: bool = False) -> None:
+        """Store an attempt once (a second one for the same key is ignored), or ``replace`` the stored one."""
         self.db.execute(
-            "INSERT OR IGNORE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
             (task_id, agent, attempt.gamma, attempt.code, int(attempt.passed), attempt.tests_passed,
              attempt.tests_total, attempt.stop_reason, json.dumps(attempt.stats.to_dict()), json.dumps(lines), time.time()))
 

@@ -71,6 +71,21 @@ class LanguageModel(Protocol):
 
     def describe(self) -> dict: ...
 
+    def close(self) -> None: ...
+
+
+class ModelLifetime:
+    """``with load_model(...) as model:`` closes the model (weights, threads, connections) at the end."""
+
+    def close(self) -> None:  # pragma: no cover - every backend defines its own
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class UsesTokenizer:
     """Text <-> tokens through ``self.tok``, for backends whose tokenizer is an object of its own

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from .base import Capabilities, SessionStats, UsesTokenizer, reusable_prefix
+from .base import Capabilities, ModelLifetime, SessionStats, UsesTokenizer, reusable_prefix
 from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _convert_locked(gguf: Path, out: Path) -> None:
     tmp.rename(out)
 
 
-class HFModel(UsesTokenizer):
+class HFModel(UsesTokenizer, ModelLifetime):
     """A transformers causal LM with a slot KV cache; sessions take slots, the batcher runs them."""
 
     capabilities = Capabilities(fork=True, rewind=True)

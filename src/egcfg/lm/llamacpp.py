@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EgcfgError
-from .base import Capabilities, SessionStats, reusable_prefix
+from .base import Capabilities, ModelLifetime, SessionStats, reusable_prefix
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # before the import sets its callback
 
@@ -38,7 +38,7 @@ def _quiet_logs() -> None:
     L.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-class LlamaCppModel:
+class LlamaCppModel(ModelLifetime):
     """A GGUF model loaded once; sessions (contexts) are created per solve."""
 
     capabilities = Capabilities(fork=True, rewind=True)

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
 from ..guidance import UNLISTED
-from .base import Capabilities, SessionStats, UsesTokenizer, common_prefix
+from .base import Capabilities, ModelLifetime, SessionStats, UsesTokenizer, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RemoteStats:
     draft_hits: int = 0             # positions answered from a draft, no request
 
 
-class OpenAIModel(UsesTokenizer):
+class OpenAIModel(UsesTokenizer, ModelLifetime):
     """A model behind an OpenAI-compatible completions endpoint, with a local tokenizer."""
 
     # fork/rewind are bookkeeping only (the server keeps no state for us); next-token arrays hold a
@@ -101,6 +101,13 @@ class OpenAIModel(UsesTokenizer):
         self._stats_lock = threading.Lock()
         self._gate = threading.BoundedSemaphore(int(concurrency))  # requests in flight, all sessions
         self._pool = ThreadPoolExecutor(int(concurrency), thread_name_prefix="egcfg-http")
+        try:
+            self._start(model, tokenizer)
+        except BaseException:  # a failed start-up check leaves no client, pool or tokenizer behind
+            self.close()
+            raise
+
+    def _start(self, model: str | None, tokenizer: str | None) -> None:
         self.served = self._pick_model(model)
         self.name = self.served
         self.tok = _local_tokenizer(tokenizer)
@@ -239,6 +246,9 @@ class OpenAIModel(UsesTokenizer):
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self._client.close()
+        tok = getattr(self, "tok", None)
+        if hasattr(tok, "close"):
+            tok.close()
 
     # -- requests ----------------------------------------------------------------------------------
     def _complete(self, what: str, **kwargs):
@@ -581,6 +591,9 @@ class _GGUFTokenizer:
 
     def bos_id(self) -> int | None:
         return self._m.bos_id()
+
+    def close(self) -> None:
+        self._m.close()
 
 
 def _local_tokenizer(spec: str | None):
