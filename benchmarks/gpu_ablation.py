@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 MARKS = (25, 50, 75)
 
+from gpu_run import util_samples  # noqa: E402  (benchmarks/ is on the path above)
+
 
 def summarise(run: Path) -> dict:
     db = sqlite3.connect(run / "results.sqlite")
@@ -40,13 +42,8 @@ def summarise(run: Path) -> dict:
     command = meta.get("command", "")
     workers = re.search(r"--workers (\d+)", command)
     concurrency = re.search(r"--concurrency (\d+)", command)
-    samples = []
-    for f in run.glob("*-util-*.csv"):
-        for line in f.read_text().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) == 3 and parts[1].endswith("%"):
-                samples.append(float(parts[1].rstrip(" %")))
-    start = min(int(f.stem.rsplit("-", 1)[1]) for f in run.glob("*-util-*.csv"))
+    starts, samples = util_samples(run)
+    start = min(starts)
     skip = int((first - start) // 5)  # one sample per 5 s from the file's start: these were start-up
     busy = samples[skip:skip + int((done[-1] - first) // 5) + 1] if done else []
     return {"run": run.name, "command": command, "workers": int(workers.group(1)) if workers else 1,

@@ -23,6 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def util_samples(run: Path) -> tuple[list[int], list[float]]:
+    """The start of each device call (epoch seconds, from the ``*-util-<start>.csv`` names) and
+    nvidia-smi's GPU utilization samples (%, one per 5 s from each call's start), in call order."""
+    files = sorted(run.glob("*-util-*.csv"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+    samples = []
+    for f in files:
+        for line in f.read_text().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 3 and parts[1].endswith("%"):
+                samples.append(float(parts[1].rstrip(" %")))
+    return [int(f.stem.rsplit("-", 1)[1]) for f in files], samples
+
+
 def parity(run: Path, cpu: Path) -> dict:
     db = sqlite3.connect(run / "results.sqlite")
     db.execute("ATTACH ? AS c", (str(cpu / "results.sqlite"),))
@@ -62,22 +75,15 @@ def main() -> int:
         for k in sums:
             sums[k] += stats.get(k, 0)
     db.close()
-    util_files = sorted(run.glob("*-util-*.csv"))
-    starts = [int(f.stem.rsplit("-", 1)[1]) for f in util_files]
+    starts, samples = util_samples(run)
     start = min(starts) if starts else first_attempt
-    samples = []
-    for f in util_files:
-        for line in f.read_text().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) == 3 and parts[1].endswith("%"):
-                samples.append(float(parts[1].rstrip(" %")))
     solving = last - first_attempt
     wall = last - start
     section = {
         "command": meta.get("command"), "date": meta.get("date"), "machine": meta.get("machine"),
         "model_spec": meta.get("model_spec"), "summarised_by": "python benchmarks/gpu_run.py " + " ".join(sys.argv[1:]),
         "signal_budget": meta["agents"][0].get("signal_budget"),
-        "calls": len(util_files), "mbpp_tasks_done": n_tasks,
+        "calls": len(starts), "mbpp_tasks_done": n_tasks,
         "mbpp500_minutes": round(wall / 60, 2) if n_tasks == 500 else None,
         "target_minutes": 15,
         "startup_seconds": round(first_attempt - start, 1),

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .config import MAX_TIMEOUT, Config
+from .config import Config, check_timeout
 from .errors import BackendFailure, EgcfgError
 
 log = logging.getLogger("egcfg")
@@ -344,8 +344,7 @@ def cmd_trace(args) -> int:
     from .task import read_user_file
 
     program = read_user_file(Path(args.program))
-    if not 0 < args.timeout <= MAX_TIMEOUT:  # (also refuses nan)
-        raise EgcfgError(f"--timeout must be > 0 and at most {MAX_TIMEOUT:g} seconds")
+    check_timeout(args.timeout)
     with Sandbox(Limits(timeout=args.timeout), warm=0) as sandbox:
         result = sandbox.run(program, invocation=args.call, stdin=args.stdin)
         mode = sandbox.mode
@@ -371,13 +370,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_model(args) -> int:
-    from .models import ALIASES, MODELS, ensure_model, model_file
+    from .models import ensure_model, model_file
 
-    name = ALIASES.get(args.name, args.name)
-    if name not in MODELS:
-        raise EgcfgError(f"unknown embedded model {args.name!r} (known: {', '.join(sorted(set(MODELS) | set(ALIASES)))})")
     if args.action == "path":
-        print(model_file(name))
+        print(model_file(args.name))
         return 0
     path = ensure_model(args.name, progress=lambda msg: print(f"egcfg: {msg}", file=sys.stderr))
     print(path)

@@ -77,8 +77,7 @@ class Config:
             raise EgcfgError(f"--prompt-style must be one of {', '.join(STYLES)}")
         if self.max_tokens < 1:
             raise EgcfgError("--max-tokens must be at least 1")
-        if not 0 < self.run_timeout <= MAX_TIMEOUT:
-            raise EgcfgError(f"--timeout must be > 0 and at most {MAX_TIMEOUT:g} seconds")
+        check_timeout(self.run_timeout)
         if self.signal_budget < 1:
             raise EgcfgError("--signal-budget must be at least 1")
         return self
@@ -91,3 +90,9 @@ class Config:
         d.pop("extra", None)
         d["gammas"] = list(self.gammas)
         return d
+
+
+def check_timeout(seconds: float) -> None:
+    """A sandboxed run's time limit: > 0 and at most MAX_TIMEOUT (nan fails both)."""
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise EgcfgError(f"--timeout must be > 0 and at most {MAX_TIMEOUT:g} seconds")

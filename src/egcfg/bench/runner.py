@@ -42,6 +42,13 @@ def _lines(attempt: Attempt) -> list[dict]:
     return [dataclasses.asdict(rec) for rec in attempt.lines]
 
 
+ERROR_PREFIX = "error:"  # stop_reason prefix of an attempt that raised (stored, and computed again on resume)
+
+
+def _ended_in_error(row: dict) -> bool:
+    return (row["stop_reason"] or "").startswith(ERROR_PREFIX)
+
+
 class _Worker:
     """Model + sandbox of one process; runs units."""
 
@@ -64,7 +71,7 @@ class _Worker:
         # A resumed run reuses the stored attempts, except those that ended in an error (a server
         # that refused a request, a full context): those are computed again and replaced.
         stored = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
-        failed = {g for g, a in stored.items() if (a["stop_reason"] or "").startswith("error:")}
+        failed = {g for g, a in stored.items() if _ended_in_error(a)}
         stored = {g: a for g, a in stored.items() if g not in failed}
         generator = Generator(self.model, task, agent.config, self.sandbox, explain=True)
         traces = _Trace(self.sandbox, task, Stats())
@@ -84,7 +91,7 @@ class _Worker:
                     except EgcfgError as exc:  # e.g. the context is full: record it, keep the run going
                         log.warning("%s, agent %s, gamma %g: %s", task.task_id, agent.name, gamma, exc)
                         attempt = Attempt(gamma=gamma, code="", passed=False, tests_passed=0,
-                                          tests_total=len(task.tests), stop_reason=f"error: {exc}"[:200], stats=Stats())
+                                          tests_total=len(task.tests), stop_reason=f"{ERROR_PREFIX} {exc}"[:200], stats=Stats())
                         generator.close()  # a fresh backend session for the next attempt
                     if attempt.stop_reason == "cancelled":
                         return
@@ -107,7 +114,7 @@ class _Worker:
             return None
         same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
         for row in store.attempts(task.task_id):
-            if row["gamma"] == 0.0 and row["agent"] in same and not (row["stop_reason"] or "").startswith("error:"):
+            if row["gamma"] == 0.0 and row["agent"] in same and not _ended_in_error(row):
                 return Attempt(gamma=0.0, code=row["code"], passed=bool(row["passed_visible"]),
                                tests_passed=row["tests_passed"], tests_total=row["tests_total"],
                                stop_reason=row["stop_reason"], stats=Stats())

@@ -247,16 +247,26 @@ def _drop_plan() -> tuple[str | None, str]:
     return None, "; ".join(problems)
 
 
+def _run_as(mode: str) -> tuple[int | None, str, str]:
+    """Who runs model-written code in ``mode``: (uid to drop to, or None to stay; the interpreter
+    outside bubblewrap; why root cannot drop, "" when it can or need not). The one decision behind
+    both ``Sandbox`` and ``sandbox_user``."""
+    if os.geteuid() != 0:
+        return None, _python(), ""
+    if mode == "bubblewrap":
+        return NOBODY, _python(), ""  # (bubblewrap runs its own interpreter; the tracer drops)
+    python, why = _drop_plan()
+    return (NOBODY, python, "") if python is not None else (None, _python(), why)
+
+
 def sandbox_user(mode: str | None = None) -> str:
     """Which user model-written code runs as, in words (for ``egcfg doctor``)."""
     mode = mode or isolation()
-    if os.geteuid() != 0:
-        return f"uid {os.geteuid()}"
-    if mode == "bubblewrap":
-        return f"uid {NOBODY} (dropped from root)"
-    python, why = _drop_plan()
-    if python is not None:
+    drop_to, python, why = _run_as(mode)
+    if drop_to is not None:
         return f"uid {NOBODY} (dropped from root)" + ("" if python == _python() else f", interpreter {python}")
+    if not why:
+        return f"uid {os.geteuid()}"
     if mode == "rlimits-unsafe":
         return f"uid 0 (root: cannot drop to uid {NOBODY}; allowed by EGCFG_SANDBOX=rlimits-unsafe)"
     return f"none: runs refused (root cannot drop to uid {NOBODY}: {why})"
@@ -307,14 +317,10 @@ class Sandbox:
         if mode not in (None, *MODES):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode or isolation()
-        # In rlimits mode as root: the uid to drop to and the interpreter that can run as it.
-        self._drop_to: int | None = None
-        self._python = _python()
-        if self.mode != "bubblewrap" and os.geteuid() == 0:
-            python, why = _drop_plan()
-            if python is not None:
-                self._drop_to, self._python = NOBODY, python
-            elif self.mode == "rlimits-unsafe":
+        # As root: the uid to drop to, and (outside bubblewrap) the interpreter that can run as it.
+        self._drop_to, self._python, why = _run_as(self.mode)
+        if why:
+            if self.mode == "rlimits-unsafe":
                 log.warning("sandbox: cannot drop root to uid %d (%s); running model-written code AS ROOT "
                             "because EGCFG_SANDBOX=rlimits-unsafe", NOBODY, why)
             else:
@@ -419,12 +425,11 @@ class Sandbox:
         scratch = None
         try:
             user = {}
-            if self.mode == "bubblewrap":
-                drop_to = NOBODY if os.geteuid() == 0 else None
+            drop_to = self._drop_to
+            if self.mode == "bubblewrap":  # (inside it, the tracer drops to drop_to itself)
                 cmd = _bwrap_prefix(shutil.which("bwrap")) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py"]
                 cwd, env = "/", {}
             else:
-                drop_to = self._drop_to
                 scratch = tempfile.mkdtemp(prefix="egcfg-run-")  # mode 0700
                 if drop_to is not None:
                     os.chown(scratch, drop_to, drop_to)

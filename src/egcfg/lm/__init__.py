@@ -52,23 +52,33 @@ def _split_options(query: str, allowed: dict) -> dict:
     return options
 
 
-def check_model(spec: str | None) -> None:
-    """Fail fast, in one line, on a spec that cannot load, without loading it: a benchmark checks
-    its model before it creates a run folder or starts worker processes (which would each fail on
-    their own). Fetches the embedded model if it is not cached yet, so workers find it ready."""
+def _resolve(spec: str | None, options: dict) -> tuple[str, str, dict]:
+    """(backend, target, options) for a spec, without loading anything: the options a backend
+    takes (the caller's, filtered, plus the spec's ``?...``), and a local model file or folder
+    checked to exist (an embedded model is fetched once if not cached)."""
     from ..models import MODELS, ALIASES, resolve_model_path
 
     backend, target, query = split_spec(spec)
     if backend == "openai":
-        _split_options(query, _OPENAI_OPTIONS)
+        options = {k: v for k, v in options.items() if k == "n_ctx"} | _split_options(query, _OPENAI_OPTIONS)
     elif backend == "transformers":
-        _split_options(query, _HF_OPTIONS)
+        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")}
+        options |= _split_options(query, _HF_OPTIONS)
         if ALIASES.get(target, target) in MODELS or target.endswith(".gguf"):
-            resolve_model_path(target)
+            target = str(resolve_model_path(target))
         elif target.startswith(("/", ".", "~")) and not Path(target).expanduser().is_dir():
             raise EgcfgError(f"model folder not found: {target}")
     else:
-        resolve_model_path(target)
+        options = {k: v for k, v in options.items() if k != "slots"}  # llama.cpp contexts are per session
+        target = str(resolve_model_path(target))
+    return backend, target, options
+
+
+def check_model(spec: str | None) -> None:
+    """Fail fast, in one line, on a spec that cannot load, without loading it: a benchmark checks
+    its model before it creates a run folder or starts worker processes (which would each fail on
+    their own). Fetches the embedded model if it is not cached yet, so workers find it ready."""
+    _resolve(spec, {})
 
 
 def load_model(spec: str | None = None, **options) -> LanguageModel:
@@ -83,25 +93,15 @@ def load_model(spec: str | None = None, **options) -> LanguageModel:
       timeout, retries, api_key_env (see lm/openai_api.py).
 
     Backends are imported only when asked for."""
-    from ..models import MODELS, ALIASES, resolve_model_path
-
-    backend, target, query = split_spec(spec)
+    backend, target, options = _resolve(spec, options)
     if backend == "openai":
-        options = {k: v for k, v in options.items() if k == "n_ctx"}
-        options |= _split_options(query, _OPENAI_OPTIONS)
         from .openai_api import OpenAIModel
 
         return OpenAIModel(target, **options)
     if backend == "transformers":
-        options = {k: v for k, v in options.items() if k in ("n_ctx", "n_threads", "slots")}
-        options |= _split_options(query, _HF_OPTIONS)
-        if ALIASES.get(target, target) in MODELS or target.endswith(".gguf"):
-            target = str(resolve_model_path(target))
         from .hf import HFModel
 
         return HFModel(target, **options)
-    options.pop("slots", None)  # llama.cpp contexts are per session: no shared slots to size
-    path = resolve_model_path(target)
     from .llamacpp import LlamaCppModel
 
-    return LlamaCppModel(path, **options)
+    return LlamaCppModel(target, **options)
