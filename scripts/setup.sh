@@ -18,6 +18,17 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# libseccomp builds the sandbox's syscall filter (present on Debian as a dependency of apt, but say so).
+if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing libseccomp2 (the sandbox's syscall filter)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2; } >/dev/null 2>&1 \
+      || echo "setup: could not install libseccomp2; sandboxed runs will be refused" >&2
+  else
+    echo "setup: libseccomp2 not found and not root; sandboxed runs will be refused" >&2
+  fi
+fi
+
 # Headless Chromium checks the HTML report in the tests (Debian package; optional for normal use).
 if [ "${EGCFG_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 \
     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -31,13 +42,38 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.egcfg-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+# llama.cpp is compiled for one fixed instruction set, not for the build machine (-march=native):
+# x86-64 with AVX2/FMA/F16C/BMI2 (every x86-64 server CPU of the last decade), no AVX-512, no AMX.
+# Two reasons: a native build crashes on hosts whose CPU lists features the kernel does not enable
+# (seen here: AMX tiles on a VM, SIGILL in the first prefill), and llama.cpp picks different
+# matmul kernels per instruction set, so a native build gives other rounding on another processor.
+# With one instruction set, every x86-64 host computes the same logits from the same inputs.
+# The wheel is built once per flag set into egcfg's cache (pip's own wheel cache ignores CMAKE_ARGS).
+LLAMA_VERSION=0.3.36
+if [ "$(uname -m)" = x86_64 ]; then
+  LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+-DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+else
+  LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+fi
+CACHE=${EGCFG_CACHE:-$HOME/.cache/egcfg}
+wheels="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS $("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-12)"
+want=$( { cat pyproject.toml; echo "$LLAMA_CMAKE_ARGS"; } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing egcfg and its dependencies into .venv (first time: builds llama-cpp-python)" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+  if ! ls "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl >/dev/null 2>&1; then
+    echo "setup: building llama-cpp-python $LLAMA_VERSION for a fixed instruction set (about 10 minutes on 2 cores)" >&2
+    mkdir -p "$wheels"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel --quiet --disable-pip-version-check --no-cache-dir \
+      --no-deps -w "$wheels" "llama-cpp-python==$LLAMA_VERSION"
+  fi
   # torch pinned to the CPU wheel first: anything newer would download several GB of CUDA wheels.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai]" "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+    "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai]" "torch==2.13.0" \
+    --find-links "$wheels"
   echo "$want" > "$stamp"
 fi
 .venv/bin/egcfg model fetch >/dev/null

@@ -6,6 +6,7 @@ through the engine's execution path, next to a benign program whose result must 
 
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -24,6 +25,36 @@ HOME_FILE = Path.home() / f"egcfg-pwned-{MARK}"
 PROJECT_FILE = ROOT / f"PWNED-{MARK}"
 SLEEP = 4000 + int(MARK, 16) % 900  # a sleep duration no other process uses
 SECRET = f"s3cret-{MARK}"
+
+
+# Kernel interfaces the seccomp filter closes, with arguments that would do something if allowed
+# (x86-64 syscall numbers; the programs call them raw, so no C library wrapper can hide a refusal).
+SYSCALL_NUMBERS = {
+    "unshare": 272, "setns": 308, "clone": 56, "clone3": 435, "io_uring_setup": 425, "keyctl": 250,
+    "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298, "ptrace": 101,
+    "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165, "umount2": 166, "pivot_root": 155,
+    "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "userfaultfd": 323,
+    "personality": 135, "chroot": 161, "open_by_handle_at": 304, "socket": 41,
+}
+SYSCALLS = {  # name -> arguments
+    "unshare": (0x10000000,), "setns": (0, 0x10000000), "clone": (0x10000000 | 17, 0, 0, 0, 0),
+    "clone3": (0, 0), "io_uring_setup": (8, 0), "keyctl": (0, -3, 0), "add_key": (0, 0, 0, 0, -3),
+    "request_key": (0, 0, 0, -3), "bpf": (0, 0, 0), "perf_event_open": (0, 0, -1, -1, 0), "ptrace": (16, 1, 0, 0),
+    "process_vm_readv": (1, 0, 0, 0, 0, 0), "process_vm_writev": (1, 0, 0, 0, 0, 0), "mount": (0, 0, 0, 0, 0),
+    "umount2": (0, 0), "pivot_root": (0, 0), "kexec_load": (0, 0, 0, 0), "kexec_file_load": (-1, -1, 0, 0, 0),
+    "init_module": (0, 0, 0), "finit_module": (-1, 0, 0), "userfaultfd": (0,), "personality": (0x0400000,),
+    "chroot": (0,), "open_by_handle_at": (-1, 0, 0), "socket": (2, 1, 0),
+}
+# What each must answer: EPERM from the filter (clone3: ENOSYS, so the C library uses clone).
+SYSCALL_ERRNO = {name: 38 if name == "clone3" else 1 for name in SYSCALLS}
+_SYSCALL = (
+    "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    f"NUMBERS = {SYSCALL_NUMBERS!r}\n"
+    "def call(name, *args):\n"
+    "    r = libc.syscall(ctypes.c_long(NUMBERS[name]), *[ctypes.c_long(a) for a in args])\n"
+    "    if r < 0:\n"
+    "        raise OSError(ctypes.get_errno(), 'refused: ' + name)\n"
+)
 
 
 def hostile_programs(port: int) -> dict[str, tuple[str, str | None]]:
@@ -67,6 +98,12 @@ def hostile_programs(port: int) -> dict[str, tuple[str, str | None]]:
         "huge_file": ("with open('/tmp/big', 'wb') as f:\n    while True:\n        f.write(b'0' * 10 ** 6)\n", None),
         "raise_limits": ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n", None),
         "close_result_pipe": ("import os\nfor fd in range(3, 256):\n    try:\n        os.close(fd)\n    except OSError:\n        pass\n", None),
+        # Writes past the private /tmp's size (64 MiB) in many files, each under the per-file cap.
+        "tmp_flood_many_files": ("for i in range(32):\n    with open('/tmp/f%d' % i, 'wb') as f:\n"
+                                 "        f.write(b'0' * (8 << 20))\n", None),
+        "nested_userns_then_mount_and_net": (
+            _SYSCALL + "call('unshare', 0x10000000)\ncall('unshare', 0x20000 | 0x40000000)\n", None),
+        **{f"syscall_{name}": (_SYSCALL + f"call({name!r}, *{args!r})\n", None) for name, args in SYSCALLS.items()},
     }
 
 
@@ -76,7 +113,8 @@ EXPECTED_NOT_OK = {
     "c_stack_overflow", "write_project", "delete_files", "delete_system",
     "read_host_files", "connect_localhost", "ignore_sigterm", "cancel_timer", "os_exit_mid_trace",
     "sys_exit_mid_trace", "ctypes_segfault", "endless_print", "raw_fd_flood", "endless_stdin", "huge_file",
-    "raise_limits", "close_result_pipe",
+    "raise_limits", "close_result_pipe", "tmp_flood_many_files", "nested_userns_then_mount_and_net",
+    *(f"syscall_{name}" for name in SYSCALLS),
 }
 
 
@@ -98,7 +136,7 @@ if not SEPARATE_USER:
 # What the rlimits fallback (even as uid 65534) does not isolate: see the module doc of sandbox.py.
 NOT_ISOLATED_BY_RLIMITS = {
     "read_host_files": "no file-system isolation: world-readable files stay readable",
-    "connect_localhost": "no network namespace: 127.0.0.1 is the host's",
+    "tmp_flood_many_files": "no private tmpfs: files go to the scratch directory, 16 MiB each, with no total cap",
     "daemon_own_session": "no PID namespace: a process that starts its own session outlives the run",
     "kill_everything": "no PID namespace: kill(-1) as uid 65534 reaches every process of that uid on the host",
 }
@@ -181,6 +219,8 @@ def run_cli(tmp_path, name, program, call):
 def test_hostile_program_through_cli(name, tmp_path, listener, canaries):
     if not applies(name):
         pytest.skip(f"not isolated in {MODE} mode: {NOT_ISOLATED_BY_RLIMITS[name]}")
+    if name.startswith("syscall_") and platform.machine() != "x86_64":
+        pytest.skip("the syscall numbers are x86-64's")
     port, got = listener
     program, call = hostile_programs(port)[name]
     out = run_cli(tmp_path, name, program, call)
@@ -195,7 +235,40 @@ def test_hostile_program_through_cli(name, tmp_path, listener, canaries):
     assert len(out.stdout) < 400_000  # outputs are capped
     if name == "disable_tracer":
         assert data["status"] == "returned" and data["value"] == "8"
+    if name.startswith("syscall_") or name == "nested_userns_then_mount_and_net":
+        # Refused by the syscall filter: the program gets its error (and its outcome), nothing else.
+        want = SYSCALL_ERRNO.get(name[len("syscall_"):], 1)
+        assert data["status"] == "raised" and f"[Errno {want}] refused: " in data["exception"], data
+    if name == "tmp_flood_many_files":
+        assert data["status"] == "raised" and "No space left on device" in data["exception"], data
     assert_host_unaffected(got)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the syscall numbers above are x86-64's")
+def test_every_run_is_filtered_and_ordinary_programs_still_work(sandbox):
+    """Seccomp mode 2 in every run, inherited by children; fork, threads, subprocess, pipes and Unix
+    sockets (what multiprocessing uses) keep working, and so does the personality query."""
+    program = (
+        "import os, socket, subprocess, threading, multiprocessing\n"
+        "status = lambda: [l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0]\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(w, status().encode())\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "child = os.read(r, 8).decode()\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "a, b = socket.socketpair(); a.send(b'x'); assert b.recv(1) == b'x'\n"
+        "out = subprocess.run(['cat', '/proc/self/status'], capture_output=True, text=True).stdout\n"
+        "sub = [l.split()[1] for l in out.splitlines() if l.startswith('Seccomp:')][0]\n"
+        "import ctypes\n"
+        "assert ctypes.CDLL(None).personality(0xffffffff) >= 0  # the query answers\n"
+        "print(status(), child, sub)\n"
+    )
+    result = sandbox.run(program, trace=False, timeout=10)
+    assert result.status == "completed", (result.exception, result.stderr[-300:])
+    assert result.stdout.split() == ["2", "2", "2"]
 
 
 def test_hostile_programs_through_the_engine(listener, canaries):

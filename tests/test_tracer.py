@@ -110,3 +110,27 @@ def test_swallowed_timeouts_still_end_the_run(sandbox):
     program = "def f():\n    while True:\n        try:\n            while True:\n                pass\n        except BaseException:\n            pass\n"
     r = sandbox.run(program, "f()", timeout=0.3)
     assert r.status == "timeout"
+
+
+def test_standard_streams_are_those_of_a_normal_interpreter(sandbox):
+    """Contest solutions read and write bytes through sys.stdin.buffer / sys.stdout.buffer."""
+    program = (
+        "import sys\n"
+        "data = sys.stdin.buffer.read().split()\n"
+        "sys.stdout.buffer.write(b'%d\\n' % sum(map(int, data)))\n"
+        "e = 'é'.encode()\n"
+        "sys.stdout.buffer.write(e[:1])\n"
+        "sys.stdout.buffer.write(e[1:] + b'\\n')\n"  # a character split across two writes
+        "sys.stdout.reconfigure(line_buffering=True)\n"
+        "print(sys.stdout.encoding, sys.stdout.isatty(), sys.stdout.writable())\n"
+        "sys.stdout.flush(); sys.stdout.buffer.flush()\n"
+    )
+    r = sandbox.run(program, stdin="1 2\n3\n", trace=False)
+    assert r.status == "completed", r.exception
+    assert r.stdout == "6\né\nutf-8 False True\n"
+
+
+def test_stdin_lines_after_the_job(sandbox):
+    r = sandbox.run("import sys\nfirst = sys.stdin.buffer.readline()\nprint(first.strip().decode(), input())\n",
+                    stdin="ab\ncd\n", trace=False)
+    assert r.status == "completed" and r.stdout == "ab cd\n"

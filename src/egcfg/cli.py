@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config, check_timeout
 from .errors import BackendFailure, EgcfgError
+from .terminal import safe
 
 log = logging.getLogger("egcfg")
 
@@ -113,10 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(*parts, **kwargs) -> None:
+    """print() for text that may hold untrusted parts (programs, outputs, traces, task ids, error
+    messages): their control characters are escaped on the way to the terminal (see terminal.py)."""
+    print(*(safe(part) for part in parts), **kwargs)
+
+
 def _report_skip(problems: list[str]):
     def note(message: str) -> None:
         problems.append(message)
-        print(f"egcfg: {message}", file=sys.stderr)
+        _say(f"egcfg: {message}", file=sys.stderr)
 
     return note
 
@@ -147,18 +154,18 @@ def _config_from_args(args) -> Config:
 
 def _print_explain(result) -> None:
     for attempt in result.attempts:
-        print(f"=== attempt at gamma {attempt.gamma:g}: {'passed' if attempt.passed else 'failed'} "
+        _say(f"=== attempt at gamma {attempt.gamma:g}: {'passed' if attempt.passed else 'failed'} "
               f"({attempt.tests_passed}/{attempt.tests_total} visible tests, stop: {attempt.stop_reason})")
         if not attempt.lines:
-            print("  (no guided lines: gamma 0 decodes greedily)")
+            _say("  (no guided lines: gamma 0 decodes greedily)")
         for rec in attempt.lines:
-            print(f"--- line {rec.line}: {len(rec.candidates)} candidate program(s)")
+            _say(f"--- line {rec.line}: {len(rec.candidates)} candidate program(s)")
             if rec.signal:
-                print("    signal (as the model saw it):")
-                print("\n".join("      " + l for l in rec.signal.split("\n")))
+                _say("    signal (as the model saw it):")
+                _say("\n".join("      " + l for l in rec.signal.split("\n")))
             else:
-                print("    no trace: line decoded unguided")
-            print(f"    chosen{' (guided)' if rec.guided else ''}: {rec.chosen!r}")
+                _say("    no trace: line decoded unguided")
+            _say(f"    chosen{' (guided)' if rec.guided else ''}: {rec.chosen!r}")
 
 
 def _model_spec(args) -> str | None:
@@ -195,7 +202,7 @@ def cmd_solve(args) -> int:
                     raise  # the model itself broke: later tasks would fail the same way
                 except EgcfgError as exc:  # this task only (e.g. it outgrew the context): go on
                     all_passed = False
-                    print(f"egcfg: error: task {task.task_id}: {exc}", file=sys.stderr)
+                    _say(f"egcfg: error: task {task.task_id}: {exc}", file=sys.stderr)
                     if args.json:
                         outputs.append({"task_id": task.task_id, "passed": False, "error": str(exc)})
                     continue
@@ -215,13 +222,13 @@ def _print_result(result, explain: bool) -> None:
         _print_explain(result)
     st = result.stats
     final = result.final
-    print(f"# task {result.task_id}: {'PASSED' if result.passed else 'FAILED'} visible tests "
+    _say(f"# task {result.task_id}: {'PASSED' if result.passed else 'FAILED'} visible tests "
           f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
           f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
           f"{st.tokens_decoded} tokens decoded")
     tried = ", ".join(f"gamma {a.gamma:g}: {a.tests_passed}/{a.tests_total}" for a in result.attempts)
-    print(f"# attempts (visible tests passed): {tried}")
-    print(result.code.rstrip(), flush=True)
+    _say(f"# attempts (visible tests passed): {tried}")
+    _say(result.code.rstrip(), flush=True)
 
 
 def cmd_bench(args) -> int:
@@ -275,7 +282,7 @@ def cmd_bench(args) -> int:
         "task_ids": [t.task_id for t in tasks], "model_spec": args.model or "embedded",
     }
     check_model(args.model)  # before the run folder exists: a wrong model leaves nothing behind
-    store = Store(out)
+    store = Store(out, writer=True)  # (a second run on the same folder stops here)
     try:
         if args.resume:
             old = store.meta()
@@ -294,7 +301,7 @@ def cmd_bench(args) -> int:
                       run_timeout=args.timeout, progress=not args.no_progress, concurrency=args.concurrency)
         from .bench.report import format_text, summarize
 
-        print(format_text(summarize(store)))
+        _say(format_text(summarize(store)))
     finally:
         store.close()
     return 0
@@ -329,9 +336,9 @@ def cmd_report(args) -> int:
         if args.json:
             print(json.dumps(summary, indent=2))
         elif args.markdown:
-            print(format_markdown(summary))
+            _say(format_markdown(summary))
         else:
-            print(format_text(summary))
+            _say(format_text(summary))
     finally:
         store.close()
     return 0
@@ -352,7 +359,7 @@ def cmd_trace(args) -> int:
         print(json.dumps({"isolation": mode, **result.to_dict()}, indent=2))
     else:
         label = f"Invocation: {args.call}" if args.call else "Program run" + (" with stdin" if args.stdin else "")
-        print(render_run(program, result, label))
+        _say(render_run(program, result, label))
     return 0 if result.ok else 1
 
 
@@ -365,7 +372,7 @@ def cmd_doctor(args) -> int:
     else:
         width = max(len(k) for k in info)
         for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
+            _say(f"{key:<{width}}  {value}")
     return 0 if info["ok"] else 1
 
 
@@ -373,11 +380,16 @@ def cmd_model(args) -> int:
     from .models import ensure_model, model_file
 
     if args.action == "path":
-        print(model_file(args.name))
+        _say(model_file(args.name))
         return 0
-    path = ensure_model(args.name, progress=lambda msg: print(f"egcfg: {msg}", file=sys.stderr))
-    print(path)
+    path = ensure_model(args.name, progress=lambda msg: _say(f"egcfg: {msg}", file=sys.stderr))
+    _say(path)
     return 0
+
+
+class _SafeFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return safe(super().format(record))
 
 
 def _interrupt(signum, frame):
@@ -389,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="egcfg: %(levelname)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # log lines can quote task files and programs too
+        handler.setFormatter(_SafeFormatter(handler.formatter._fmt if handler.formatter else None))
     # `timeout`, a scheduler or `kill` stop a run with SIGTERM: unwind like Ctrl-C, so that worker
     # processes are ended and every stored result is kept (a resumed run goes on from there).
     if threading.current_thread() is threading.main_thread():  # (signal handlers live there only)
@@ -398,10 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except EgcfgError as exc:
-        print(f"egcfg: error: {exc}", file=sys.stderr)
+        _say(f"egcfg: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("egcfg: interrupted", file=sys.stderr)
+        _say("egcfg: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `egcfg report RUN | head`: the reader left, nothing is lost
         sys.stderr.close()

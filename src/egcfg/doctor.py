@@ -7,7 +7,9 @@ import platform
 import sys
 
 from . import __version__
-from .execution.sandbox import isolation, sandbox_user
+from .errors import EgcfgError
+from .execution import seccomp
+from .execution.sandbox import Limits, Sandbox, isolation, sandbox_user
 from .models import DEFAULT_MODEL, MODELS, is_verified, model_file, sha256_of
 
 
@@ -19,6 +21,10 @@ def report(verify: bool = False) -> dict:
         "cpus": os.cpu_count(),
         "sandbox_isolation": isolation(),
         "sandbox_user": sandbox_user(),
+        "sandbox_seccomp": seccomp.describe(),
+        "sandbox_seccomp_check": _filter_check(),
+        "sandbox_tmp": (f"private tmpfs of {Limits.tmp_mb} MiB" if isolation() == "bubblewrap" else
+                        f"scratch directory on the host, no total cap ({Limits.file_size_mb} MiB per file)"),
     }
     try:
         import llama_cpp
@@ -35,6 +41,29 @@ def report(verify: bool = False) -> dict:
         info["model_sha256_ok"] = sha256_of(path) == MODELS[DEFAULT_MODEL].sha256
     else:
         info["model_sha256_ok"] = is_verified(DEFAULT_MODEL)
-    info["ok"] = bool(info["llama_cpp_python"] and info["model_sha256_ok"])
+    info["ok"] = bool(info["llama_cpp_python"] and info["model_sha256_ok"]
+                      and info["sandbox_seccomp_check"].startswith("in force"))
     info["executable"] = sys.executable
     return info
+
+
+_CHECK = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+status = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")]
+refused = libc.unshare(0x10000000) != 0 and ctypes.get_errno() == 1
+print(status[0] if status else "?", "refused" if refused else "ALLOWED")
+"""
+
+
+def _filter_check() -> str:
+    """Run a probe program in the sandbox: is the filter in force, and is unshare(CLONE_NEWUSER) refused?"""
+    try:
+        with Sandbox(Limits(timeout=5.0), warm=0, workers=1) as sandbox:
+            result = sandbox.run(_CHECK, trace=False)
+    except EgcfgError as exc:
+        return f"no sandbox: {exc}"
+    words = result.stdout.split()
+    if result.ok and words == ["2", "refused"]:
+        return "in force (a probe run has Seccomp: 2 and unshare(CLONE_NEWUSER) fails with EPERM)"
+    return f"NOT in force: probe {result.status} {result.exception or ''} {' '.join(words)}".strip()

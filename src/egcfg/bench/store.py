@@ -9,10 +9,14 @@ what is stored without duplicating it (primary keys).
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import sqlite3
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from ..errors import EgcfgError
 
@@ -32,6 +36,41 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 """
 DB_NAME = "results.sqlite"
+LOCK_NAME = ".writer.lock"
+
+
+class StoreError(EgcfgError):
+    """The run folder cannot be read or written (full disk, read-only, corrupted database, in use)."""
+
+
+def _explain(folder: Path, exc: BaseException) -> StoreError:
+    """One line that says what went wrong with the run folder and what to do about it."""
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None) or getattr(exc, "sqlite_errorcode", None)
+    if "disk is full" in text or code == errno.ENOSPC or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return StoreError(f"the disk holding {folder} is full: free some space, then continue the run with --resume "
+                          f"(every result stored so far is kept)")
+    if "not a database" in text or "malformed" in text or getattr(exc, "sqlite_errorname", "") in (
+            "SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return StoreError(f"{folder / DB_NAME} is not a readable results database (corrupted?): move it aside and "
+                          f"start the run again, or restore it from a copy")
+    if ("readonly" in text or "read-only" in text or "unable to open" in text or isinstance(exc, PermissionError)
+            or code in (errno.EROFS, errno.EACCES, errno.EPERM)):
+        return StoreError(f"{folder} is not writable here ({exc}): make it writable or choose another --out")
+    return StoreError(f"{folder / DB_NAME}: {exc}")
+
+
+def _translated(method):
+    """Store methods raise StoreError (one line) instead of sqlite3/OS errors."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise _explain(self.folder, exc) from None
+
+    return wrapper
 
 
 def provenance(command: str) -> dict:
@@ -46,19 +85,45 @@ def provenance(command: str) -> dict:
 
 
 class Store:
-    def __init__(self, folder: str | Path, create: bool = True):
+    """``writer=True`` (the one process that owns a run: ``egcfg bench``) takes the folder's lock, so
+    a second run pointed at the same folder stops with one line instead of writing it too; its worker
+    processes and threads open the store without it. The lock is the kernel's (flock), so a run that
+    was killed leaves no stale lock behind."""
+
+    def __init__(self, folder: str | Path, create: bool = True, writer: bool = False):
         self.folder = Path(folder)
+        self.db = None
+        self._lock = None
         path = self.folder / DB_NAME
         if not create and not path.is_file():
             raise EgcfgError(f"{self.folder}: not a run folder (no {DB_NAME})")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: a row is durable at once
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.executescript(SCHEMA)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if writer:
+                self._lock = FileLock(self.folder / LOCK_NAME)
+                try:
+                    self._lock.acquire(timeout=0)
+                except Timeout:
+                    raise StoreError(f"{self.folder} is being written by another egcfg bench; wait for it to "
+                                     f"end, or choose another --out") from None
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: a row is durable at once
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise _explain(self.folder, exc) from None
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @staticmethod
     def is_empty(folder: str | Path) -> bool:
@@ -71,21 +136,29 @@ class Store:
                 return not any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("attempts", "tasks"))
             finally:
                 db.close()
-        except sqlite3.Error:  # not a run database we can read: not ours to take over
-            return False
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # created, then the run failed before its schema
+                return True
+            raise _explain(Path(folder), exc) from None
+        except sqlite3.Error as exc:  # not a run database we can read: say why, never take it over
+            raise _explain(Path(folder), exc) from None
 
     # -- meta ------------------------------------------------------------------------------------
+    @_translated
     def meta(self) -> dict:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
 
+    @_translated
     def clear_meta(self) -> None:
         self.db.execute("DELETE FROM meta")
 
+    @_translated
     def set_meta(self, **values) -> None:
         for key, value in values.items():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     # -- attempts --------------------------------------------------------------------------------
+    @_translated
     def add_attempt(self, task_id: str, agent: str, attempt, lines: list[dict], replace: bool = False) -> None:
         """Store an attempt once (a second one for the same key is ignored), or ``replace`` the stored one."""
         self.db.execute(
@@ -93,6 +166,7 @@ class Store:
             (task_id, agent, attempt.gamma, attempt.code, int(attempt.passed), attempt.tests_passed,
              attempt.tests_total, attempt.stop_reason, json.dumps(attempt.stats.to_dict()), json.dumps(lines), time.time()))
 
+    @_translated
     def attempts(self, task_id: str | None = None) -> list[dict]:
         query = "SELECT * FROM attempts" + (" WHERE task_id = ?" if task_id else "") + " ORDER BY created"
         cur = self.db.execute(query, (task_id,) if task_id else ())
@@ -103,11 +177,13 @@ class Store:
             row["lines"] = json.loads(row["lines"])
         return rows
 
+    @_translated
     def set_attempt_hidden(self, task_id: str, agent: str, gamma: float, passed: bool) -> None:
         self.db.execute("UPDATE attempts SET passed_hidden = ? WHERE task_id = ? AND agent = ? AND gamma = ?",
                         (int(passed), task_id, agent, gamma))
 
     # -- tasks -----------------------------------------------------------------------------------
+    @_translated
     def add_task(self, task_id: str, position: int, final: dict | None, passed_visible: bool, hidden: dict,
                  stats: dict) -> None:
         self.db.execute(
@@ -115,9 +191,11 @@ class Store:
             (task_id, position, final and final["agent"], final and final["gamma"], (final or {}).get("code", ""),
              int(passed_visible), int(hidden["passed"]), hidden["status"], hidden["detail"], json.dumps(stats), time.time()))
 
+    @_translated
     def done_tasks(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT task_id FROM tasks")}
 
+    @_translated
     def tasks(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM tasks ORDER BY position")
         cols = [c[0] for c in cur.description]

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import EgcfgError
+from . import seccomp
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Limits:
     processes: int = 32           # RLIMIT_NPROC (enforced for the sandbox user, see module doc)
     file_size_mb: int = 16        # RLIMIT_FSIZE: largest file the program may write
     open_files: int = 64          # RLIMIT_NOFILE
+    tmp_mb: int = 64              # size of the private /tmp (bubblewrap's tmpfs --size: the kernel refuses more)
     max_output: int = 64 * 1024   # bytes kept of raw stdout/stderr (the rest is counted, not stored)
     max_stdout_chars: int = 4000  # characters of print() output kept by the tracer
     trace_head: int = 40          # trace events kept from the start ...
@@ -152,7 +154,7 @@ def _python_prefix() -> Path:
 SANDBOX_PYTHON = "/opt/python"
 
 
-def _bwrap_prefix(bwrap: str) -> list[str]:
+def _bwrap_prefix(bwrap: str, tmp_mb: int = Limits.tmp_mb) -> list[str]:
     prefix = _python_prefix()
     args = [
         bwrap,
@@ -173,7 +175,8 @@ def _bwrap_prefix(bwrap: str) -> list[str]:
         args += ["--perms", "0755", "--dir", "/opt", "--ro-bind", str(prefix), SANDBOX_PYTHON]
     args += [
         "--perms", "0755", "--dir", "/egcfg", "--ro-bind", str(TRACER), "/egcfg/tracer.py",
-        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp",
+        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+        "--chdir", "/tmp",
     ]
     if os.geteuid() == 0:
         # Kept only so the tracer can drop to the sandbox user; setuid() then clears every capability.
@@ -202,7 +205,7 @@ def _tracer_args(limits: Limits, drop_to: int | None) -> list[str]:
             nproc += 256
     mem = limits.memory_mb * 1024 * 1024
     size = limits.file_size_mb * 1024 * 1024
-    args = [f"{mem}:{cpu}:{nproc}:{size}:{limits.open_files}"]
+    args = [f"{mem}:{cpu}:{nproc}:{size}:{limits.open_files}", seccomp.filter_hex()]
     if drop_to is not None:
         args.append(str(drop_to))
     return args
@@ -317,6 +320,10 @@ class Sandbox:
         if mode not in (None, *MODES):
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode or isolation()
+        try:
+            seccomp.filter_program()  # built once per process; every run's tracer installs it
+        except seccomp.FilterUnavailable as exc:
+            raise SandboxUnavailable(f"{exc}; refusing to run model-written code without it") from None
         # As root: the uid to drop to, and (outside bubblewrap) the interpreter that can run as it.
         self._drop_to, self._python, why = _run_as(self.mode)
         if why:
@@ -427,7 +434,7 @@ class Sandbox:
             user = {}
             drop_to = self._drop_to
             if self.mode == "bubblewrap":  # (inside it, the tracer drops to drop_to itself)
-                cmd = _bwrap_prefix(shutil.which("bwrap")) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py"]
+                cmd = _bwrap_prefix(shutil.which("bwrap"), limits.tmp_mb) + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py"]
                 cwd, env = "/", {}
             else:
                 scratch = tempfile.mkdtemp(prefix="egcfg-run-")  # mode 0700

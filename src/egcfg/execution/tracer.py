@@ -3,12 +3,14 @@
 It is executed as a script by a plain interpreter (``python -I -S``), so it imports only the standard
 library and nothing from egcfg. Protocol:
 
-* command line: ``RESULT_FD LIMITS [UID]``. ``LIMITS`` is ``AS:CPU:NPROC:FSIZE:NOFILE`` (bytes,
-  seconds, processes, bytes, descriptors); ``UID``, if given, is the unprivileged user the run must
-  execute as. Before it reads anything from stdin, the tracer sets these resource limits on itself
-  (inherited by everything the program starts) and, if it is root, drops to ``UID`` (groups
-  cleared); then it checks that both took effect. Without a valid ``LIMITS`` argument, or if any
-  step fails, it exits without reading the job: no candidate code runs unconfined.
+* command line: ``RESULT_FD LIMITS FILTER [UID]``. ``LIMITS`` is ``AS:CPU:NPROC:FSIZE:NOFILE``
+  (bytes, seconds, processes, bytes, descriptors); ``FILTER`` is a seccomp BPF program in hex (built
+  by libseccomp in egcfg, see ``seccomp.py``); ``UID``, if given, is the unprivileged user the run
+  must execute as. Before it reads anything from stdin, the tracer sets these resource limits on
+  itself (inherited by everything the program starts), drops to ``UID`` if it is root (groups
+  cleared), installs the syscall filter (with no_new_privs), and checks that all three took effect.
+  Without valid arguments, or if any step fails, it exits without reading the job: no candidate
+  code runs unconfined.
 * stdin starts with one line holding the byte length N of a JSON job, then N bytes of that job;
   whatever follows is left unread for the program itself (stdin/stdout tasks).
 * the job: ``{"program": str, "invocation": str|null, "timeout": float, "trace": bool,
@@ -20,6 +22,7 @@ Events are recorded only for code compiled from the candidate (filename ``<candi
 bounded: the first ``head`` and the last ``tail`` events are kept, the rest counted as skipped.
 """
 
+import codecs
 import collections
 import io
 import json
@@ -61,16 +64,28 @@ def short(value):
 
 
 class CappedText(io.TextIOBase):
-    """A stdout that keeps the first `limit` characters and counts the rest."""
+    """A stdout that keeps the first `limit` characters and counts the rest. Like a real stdout it
+    has a binary ``buffer`` (contest solutions write bytes through ``sys.stdout.buffer``), an
+    encoding, ``flush`` and ``reconfigure``; bytes are decoded as UTF-8 into the same capped text."""
+
+    encoding = "utf-8"
+    errors = "strict"
 
     def __init__(self, limit):
         self.limit = limit
         self.parts = []
         self.size = 0
         self.dropped = 0
+        self.buffer = CappedBytes(self)
 
     def writable(self):
         return True
+
+    def isatty(self):
+        return False
+
+    def reconfigure(self, **settings):
+        """Accepted and ignored: the text is always kept as UTF-8, line by line."""
 
     def write(self, text):
         text = str(text)
@@ -83,6 +98,26 @@ class CappedText(io.TextIOBase):
 
     def getvalue(self):
         return "".join(self.parts)
+
+
+class CappedBytes(io.RawIOBase):
+    """``sys.stdout.buffer``: bytes written here join the text stream (decoded incrementally, so a
+    character split across two writes survives)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        data = bytes(data)
+        self.text.write(self.decoder.decode(data))
+        return len(data)
+
+    def close_decoder(self):
+        self.text.write(self.decoder.decode(b"", final=True))
 
 
 class Recorder:
@@ -197,9 +232,12 @@ def confine(argv):
 
     try:
         mem, cpu, nproc, fsize, nofile = (int(x) for x in argv[2].split(":"))
-        uid = int(argv[3]) if len(argv) > 3 else None
+        program = bytes.fromhex(argv[3])
+        uid = int(argv[4]) if len(argv) > 4 else None
     except (IndexError, ValueError):
-        raise SystemExit("tracer: no valid limits on the command line; refusing to run")
+        raise SystemExit("tracer: no valid limits and syscall filter on the command line; refusing to run")
+    if not program or len(program) % 8:
+        raise SystemExit("tracer: the syscall filter is empty or malformed; refusing to run")
     wanted = (
         (resource.RLIMIT_AS, mem, mem),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -227,8 +265,33 @@ def confine(argv):
             if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, uid, uid) or \
                     set(os.getgroups()) - {uid}:
                 raise OSError("still uid %d, gid %d, groups %s" % (os.getuid(), os.getgid(), os.getgroups()))
+        install_filter(program)
     except (OSError, ValueError) as exc:
         raise SystemExit("tracer: could not confine the run (%s); refusing to run" % (exc,))
+
+
+def install_filter(program):
+    """Install the seccomp BPF ``program`` on this process (and so on all it starts), then check it.
+    no_new_privs first: the kernel requires it of an unprivileged process, and it makes sure no
+    setuid binary can regain privileges afterwards."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    ulong = ctypes.c_ulong
+    if libc.prctl(ulong(38), ulong(1), ulong(0), ulong(0), ulong(0)) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    if libc.prctl(ulong(22), ulong(2), ctypes.byref(fprog), ulong(0), ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+    with open("/proc/self/status", "rb") as status:
+        mode = [line.split()[1] for line in status if line.startswith(b"Seccomp:")]
+    if mode != [b"2"]:
+        raise OSError("seccomp filter not in force (Seccomp: %s)" % (mode,))
 
 
 def main():
@@ -248,7 +311,8 @@ def main():
 
     signal.signal(signal.SIGALRM, on_alarm)
     sys.stdout = out
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
+                                 errors="replace")
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     tracing = bool(job.get("trace", True))
@@ -292,6 +356,7 @@ def main():
         finished.append(True)
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.settrace(None)
+    out.buffer.close_decoder()
     head, tail, skipped = recorder.events()
     result.update(
         head=head, tail=tail, skipped=skipped, seconds=round(_now() - start, 4),
