@@ -43,6 +43,18 @@ def main() -> int:
     bare = timed(lambda: subprocess.run([_python(), "-I", "-S", "-c", "pass"], check=True), args.runs)
     rows.append({"way": "bare process (python -I -S -c pass), no sandbox", "mean_ms": statistics.mean(bare),
                  "median_ms": statistics.median(bare), "batch_runs_per_s": None})
+    # The syscall filter's share of each run: what the tracer does to install it (import ctypes,
+    # two prctl calls, read /proc/self/status), timed inside fresh interpreters like the sandbox's.
+    from egcfg.execution import seccomp
+    from egcfg.execution.sandbox import TRACER
+
+    probe = ("import sys, time; sys.path.insert(0, sys.argv[1]); import tracer; t = time.perf_counter(); "
+             "tracer.install_filter(bytes.fromhex(sys.argv[2])); print((time.perf_counter() - t) * 1000)")
+    filt = [float(subprocess.run([_python(), "-I", "-S", "-c", probe, str(TRACER.parent), seccomp.filter_hex()],
+                                 check=True, capture_output=True, text=True).stdout) for _ in range(args.runs)]
+    rows.append({"way": f"of which: installing the seccomp filter ({len(seccomp.filter_program()) // 8} BPF "
+                        f"instructions, ctypes import included)", "mean_ms": statistics.mean(filt),
+                 "median_ms": statistics.median(filt), "batch_runs_per_s": None})
     modes = ["rlimits"] + (["bubblewrap"] if isolation() == "bubblewrap" else [])
     for mode in modes:
         for warm in (0, None):

@@ -19,7 +19,7 @@ if ! command -v bwrap >/dev/null 2>&1; then
 fi
 
 # libseccomp builds the sandbox's syscall filter (present on Debian as a dependency of apt, but say so).
-if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+if ! ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing libseccomp2 (the sandbox's syscall filter)" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2; } >/dev/null 2>&1 \

@@ -55,7 +55,7 @@ def test_gamma_zero_equals_plain_greedy_token_for_token(model, model_path, sandb
     # And both equal llama-cpp-python's own greedy decoding of the same prompt tokens.
     from llama_cpp import Llama
 
-    ref = Llama(model_path=str(model_path), n_ctx=4096, verbose=False)
+    ref = Llama(model_path=str(model_path), n_ctx=4096, verbose=False, flash_attn=True)  # as the backend
     expected = []
     for token in ref.generate(gen.prefix + gen.suffix, temp=0.0, top_k=1, repeat_penalty=1.0):
         if len(expected) == len(plain.tokens) or ref.token_eos() == token:

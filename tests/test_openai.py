@@ -73,7 +73,9 @@ def server(model_path):
     port = _free_port()
     log = open(f"/tmp/egcfg-test-server-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias",
-                             "qwen-test", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                             "qwen-test", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+                             # evaluated as the direct backend evaluates (see test_server_topk_...)
+                             "--flash_attn", "true"],
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -110,9 +112,14 @@ def test_server_topk_equals_direct_logsoftmax(server, model):
     listed = np.flatnonzero(got > UNLISTED / 2)
     assert len(listed) >= remote.k
     assert set(listed[np.argsort(-got[listed])][:3]) == set(np.argsort(-direct)[:3])
-    # Same model and weights; the server's batch layout differs (logits for every prompt position),
-    # which moves 4-bit-quantized log-probs by a few hundredths (measured up to 0.07).
-    np.testing.assert_allclose(got[listed], direct[listed], atol=0.15)
+    # The same numbers, not close ones: the server runs the same llama.cpp build with the same
+    # evaluation settings as the direct backend (flash attention on, one 512-token micro-batch), and
+    # llama.cpp computes each output row by itself, so the layout (logits for every prompt position
+    # there, the last one here) changes nothing. setup.sh builds llama.cpp for one instruction set,
+    # so this holds on any x86-64 host. (With flash attention off on one side, the two differ by up
+    # to 0.07 on these top-5 log-probs on one host and 0.3 on another: that was no test.) The only
+    # slack is the float32 -> JSON -> float32 round trip of the server's reply.
+    np.testing.assert_allclose(got[listed], direct[listed], rtol=0, atol=1e-5)
     # The next position comes from the same draft: no new request when the drafted token is fed.
     before = remote.stats.requests
     nxt = session.step({0: int(np.argmax(got))})[0]

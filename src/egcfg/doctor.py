@@ -30,6 +30,8 @@ def report(verify: bool = False) -> dict:
         import llama_cpp
 
         info["llama_cpp_python"] = llama_cpp.__version__
+        # The instruction set llama.cpp was built for (scripts/setup.sh fixes it: same logits on every host).
+        info["llama_cpp_cpu"] = " ".join(llama_cpp.llama_print_system_info().decode(errors="replace").split())
     except Exception as exc:  # an import failure is exactly what doctor must report
         info["llama_cpp_python"] = None
         info["llama_cpp_error"] = f"{type(exc).__name__}: {exc}"

@@ -25,6 +25,7 @@ import llama_cpp as L  # noqa: E402
 
 log = logging.getLogger(__name__)
 _backend_ready = False
+FLASH_ATTN = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
 
 
 def _quiet_logs() -> None:
@@ -159,6 +160,10 @@ class LlamaCppSession:
         params.kv_unified = True  # one cache for all sequences, so seq_cp shares cells, not copies
         params.n_threads = model.n_threads
         params.n_threads_batch = model.n_threads
+        # Flash attention on, explicitly (AUTO resolves to it on the CPU): attention with and without
+        # it rounds differently (up to 0.4 in a log-prob here), so a reference that must give the same
+        # numbers (llama-cpp-python's own Llama or server, in the tests) is started with it too.
+        params.flash_attn_type = FLASH_ATTN
         self.model = model
         self._ctx = L.llama_init_from_model(model._model, params)
         if not self._ctx:

@@ -1,0 +1,206 @@
+"""Faults during long runs: a full disk, a read-only run folder, a corrupted results database and two
+runs on one folder each end in one line that says what to do; a run killed with SIGKILL while
+several worker processes and task threads are busy resumes with nothing lost or duplicated."""
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+FIXTURE = Path(__file__).parent / "data" / "mbpp_tiny.jsonl"
+ALL_TASKS = ["Mbpp/11", "Mbpp/12", "Mbpp/13", "Mbpp/14"]
+BASE = ["mbpp", "--data", str(FIXTURE), "--method", "baseline", "--no-progress", "--max-tokens", "96"]
+
+
+def _bench(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "egcfg", "bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _run(args, timeout=600):
+    proc = _bench(args)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("egcfg: error: ") and "Traceback" not in err, err[-800:]
+    return lines[0]
+
+
+def _rows(db: Path, sql: str) -> list:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _wait_for_tasks(proc, db: Path, n: int, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if db.exists() and _rows(db, "SELECT count(*) FROM tasks")[0][0] >= n:
+                return
+        except sqlite3.Error:
+            pass  # not created yet
+        if proc.poll() is not None:
+            pytest.fail(f"bench ended early: {proc.stderr.read()[-800:]}")
+        time.sleep(0.2)
+    pytest.fail("bench stored no task in time")
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A tmpfs of ``size`` at ``path`` (root only: mounting needs CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small file system")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system has no space left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+
+
+def test_a_corrupted_results_database_is_one_line(tmp_path, egcfg_cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.sqlite").write_bytes(b"this is not SQLite\x00" * 300)
+    for extra in ([], ["--resume"]):
+        code, _, err = _run(BASE + ["--out", str(run), *extra])
+        line = _one_error_line(err)
+        assert code == 2 and "not a readable results database (corrupted?)" in line and "move it aside" in line
+    res = egcfg_cli("report", str(run))
+    assert res.returncode == 2 and "corrupted?" in _one_error_line(res.stderr)
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path):
+    from egcfg.bench.store import Store
+
+    mount = tmp_path / "ro"
+    with small_filesystem(mount, "4m"):
+        run = mount / "run"
+        store = Store(run)
+        store.set_meta(benchmark="mbpp")
+        store.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        code, _, err = _run(BASE + ["--out", str(run), "--resume"])
+        assert code == 2 and "is not writable here" in _one_error_line(err)
+        code, _, err = _run(BASE + ["--out", str(mount / "new")])
+        assert code == 2 and "is not writable here" in _one_error_line(err)
+
+
+def test_a_full_disk_at_the_start_is_one_line(tmp_path):
+    mount = tmp_path / "full"
+    with small_filesystem(mount, "256k"):
+        fill(mount / "filler")
+        code, _, err = _run(BASE + ["--out", str(mount / "run")])
+        line = _one_error_line(err)
+        assert code == 2 and "is full" in line and "--resume" in line
+
+
+def test_two_runs_cannot_write_one_folder(tmp_path):
+    from egcfg.bench.store import Store
+
+    run = tmp_path / "run"
+    holder = Store(run, writer=True)  # another process's run, as far as the kernel's lock is concerned
+    try:
+        holder.set_meta(benchmark="mbpp")
+        code, _, err = _run(BASE + ["--out", str(run), "--resume"])
+        assert code == 2 and "is being written by another egcfg bench" in _one_error_line(err)
+    finally:
+        holder.close()
+
+
+@pytest.mark.model
+def test_two_real_runs_on_one_folder(tmp_path, model_path):
+    run = tmp_path / "run"
+    first = _bench(BASE + ["--out", str(run), "--tasks", "Mbpp/11,Mbpp/12"])
+    try:
+        deadline = time.time() + 120
+        while not (run / "results.sqlite").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        code, _, err = _run(BASE + ["--out", str(run), "--tasks", "Mbpp/11,Mbpp/12", "--resume"])
+        assert code == 2 and "is being written by another egcfg bench" in _one_error_line(err)
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-800:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert sorted(r[0] for r in _rows(run / "results.sqlite", "SELECT task_id FROM tasks")) == ["Mbpp/11", "Mbpp/12"]
+
+
+@pytest.mark.model
+def test_a_disk_that_fills_up_mid_run_loses_nothing(tmp_path, model_path):
+    """The disk fills while tasks are being stored: the run stops with one line; stored rows are
+    intact, and once space is freed --resume finishes with nothing lost or duplicated."""
+    mount = tmp_path / "disk"
+    with small_filesystem(mount, "8m"):
+        run = mount / "run"
+        db = run / "results.sqlite"
+        proc = _bench(BASE + ["--out", str(run)])
+        _wait_for_tasks(proc, db, 1)
+        fill(mount / "filler")
+        out, err = proc.communicate(timeout=600)
+        stored = _rows(db, "SELECT task_id, created FROM tasks")
+        if proc.returncode == 0:  # (every task was stored before the disk filled: nothing to test)
+            pytest.skip("the run finished before the disk was full")
+        line = _one_error_line(err)
+        assert proc.returncode == 2 and "is full" in line and "--resume" in line
+        os.remove(mount / "filler")
+        code, out, err = _run(BASE + ["--out", str(run), "--resume"])
+        assert code == 0, err[-800:]
+        after = _rows(db, "SELECT task_id, created FROM tasks")
+        assert set(stored) <= set(after) and sorted(t for t, _ in after) == ALL_TASKS
+        keys = _rows(db, "SELECT task_id, agent, gamma FROM attempts")
+        assert len(keys) == len(set(keys)) == 4
+
+
+@pytest.mark.model
+def test_sigkill_with_busy_workers_resumes_without_loss_or_duplicates(tmp_path, model_path):
+    """--workers 4 --concurrency 8 on the llama.cpp backend, the whole process group killed hard
+    while the workers are busy; the resumed run stores every task once and keeps what was stored."""
+    run = tmp_path / "run"
+    db = run / "results.sqlite"
+    args = BASE + ["--out", str(run), "--workers", "4", "--concurrency", "8", "--agents", "2", "--gamma", "0,1"]
+    args[args.index("--method") + 1] = "egcfg"
+    proc = _bench(args, start_new_session=True)
+    _wait_for_tasks(proc, db, 1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # (workers die with the group)
+    tasks_before = _rows(db, "SELECT task_id, created FROM tasks")
+    attempts_before = _rows(db, "SELECT task_id, agent, gamma, created FROM attempts")
+    assert 1 <= len(tasks_before) < len(ALL_TASKS)
+    code, out, err = _run(args + ["--resume"], timeout=900)
+    assert code == 0, err[-800:]
+    tasks_after = _rows(db, "SELECT task_id, created FROM tasks")
+    attempts_after = _rows(db, "SELECT task_id, agent, gamma, created FROM attempts")
+    assert sorted(t for t, _ in tasks_after) == ALL_TASKS
+    assert set(tasks_before) <= set(tasks_after) and set(attempts_before) <= set(attempts_after)
+    keys = [(t, a, g) for t, a, g, _ in attempts_after]
+    assert len(keys) == len(set(keys))
+    # every finished task's final program is one of its stored attempts
+    for task_id, code_ in _rows(db, "SELECT task_id, code FROM tasks"):
+        assert code_ in {c for (c,) in _rows(db, f"SELECT code FROM attempts WHERE task_id = '{task_id}'")} | {""}
