@@ -52,7 +52,7 @@ def main() -> int:
              "tracer.install_filter(bytes.fromhex(sys.argv[2])); print((time.perf_counter() - t) * 1000)")
     filt = [float(subprocess.run([_python(), "-I", "-S", "-c", probe, str(TRACER.parent), seccomp.filter_hex()],
                                  check=True, capture_output=True, text=True).stdout) for _ in range(args.runs)]
-    rows.append({"way": f"of which: installing the seccomp filter ({len(seccomp.filter_program()) // 8} BPF "
+    rows.append({"way": f"seccomp filter install, a part of every sandboxed run below ({len(seccomp.filter_program()) // 8} BPF "
                         f"instructions, ctypes import included)", "mean_ms": statistics.mean(filt),
                  "median_ms": statistics.median(filt), "batch_runs_per_s": None})
     modes = ["rlimits"] + (["bubblewrap"] if isolation() == "bubblewrap" else [])
