@@ -109,6 +109,10 @@ def test_a_read_only_run_folder_is_one_line(tmp_path):
         assert code == 2 and "is not writable here" in _one_error_line(err)
         code, _, err = _run(BASE + ["--out", str(mount / "new")])
         assert code == 2 and "is not writable here" in _one_error_line(err)
+        # Reading needs no writes: the report of a run on read-only media works.
+        rep = subprocess.run([sys.executable, "-m", "egcfg", "report", str(run)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)
+        assert rep.returncode == 0 and rep.stdout.startswith(f"run {run}: mbpp"), rep.stderr[-500:]
 
 
 def test_a_full_disk_at_the_start_is_one_line(tmp_path):

@@ -323,7 +323,7 @@ def cmd_report(args) -> int:
     from .bench.report import format_markdown, format_text, summarize
     from .bench.store import Store
 
-    store = Store(args.run, create=False)
+    store = Store(args.run, create=False, read_only=True)
     try:
         summary = summarize(store)
         if args.html:

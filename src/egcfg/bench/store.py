@@ -84,19 +84,44 @@ def provenance(command: str) -> dict:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Read a results database without writing anything next to it. A WAL database needs its
+    shared-memory file; where that cannot be created (read-only media, nobody writing), SQLite is
+    told the file is immutable."""
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True, timeout=60)
+        try:
+            db.execute("SELECT count(*) FROM meta").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "unable to open" not in str(exc) or options.endswith("immutable=1"):
+                raise
+        except BaseException:
+            db.close()
+            raise
+    raise AssertionError("unreachable")
+
+
 class Store:
     """``writer=True`` (the one process that owns a run: ``egcfg bench``) takes the folder's lock, so
     a second run pointed at the same folder stops with one line instead of writing it too; its worker
     processes and threads open the store without it. The lock is the kernel's (flock), so a run that
     was killed leaves no stale lock behind."""
 
-    def __init__(self, folder: str | Path, create: bool = True, writer: bool = False):
+    def __init__(self, folder: str | Path, create: bool = True, writer: bool = False, read_only: bool = False):
         self.folder = Path(folder)
         self.db = None
         self._lock = None
         path = self.folder / DB_NAME
         if not create and not path.is_file():
             raise EgcfgError(f"{self.folder}: not a run folder (no {DB_NAME})")
+        if read_only:  # (egcfg report: works on a run in progress, and on read-only media)
+            try:
+                self.db = _open_read_only(path)
+            except (sqlite3.Error, OSError) as exc:
+                raise _explain(self.folder, exc) from None
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             if writer:
