@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/results/sandbox_overhead")
     args = parser.parse_args()
-    from egcfg.execution.sandbox import Limits, Sandbox, _python, isolation
+    from egcfg.execution.sandbox import Job, Limits, Sandbox, _python, isolation
 
     rows = []
     bare = timed(lambda: subprocess.run([_python(), "-I", "-S", "-c", "pass"], check=True), args.runs)
@@ -62,7 +62,7 @@ def main() -> int:
                 sandbox.run(PROGRAM, "f(1)")  # first run pays one-off costs
                 times = timed(lambda: sandbox.run(PROGRAM, "f(1)"), args.runs)
                 assert sandbox.run(PROGRAM, "f(1)").value == "2"
-                jobs = [{"program": PROGRAM, "invocation": f"f({i})"} for i in range(args.runs)]
+                jobs = [Job(PROGRAM, invocation=f"f({i})") for i in range(args.runs)]
                 t0 = time.perf_counter()
                 results = sandbox.run_many(jobs)
                 rate = len(jobs) / (time.perf_counter() - t0)

@@ -31,6 +31,9 @@ class ScriptedModel:
     def is_eog(self, token: int) -> bool:
         return token == EOS
 
+    def eos_id(self) -> int:
+        return EOS
+
     def render_chat(self, messages: list[dict]) -> str:
         return "\n".join(m["content"] for m in messages)
 
@@ -54,7 +57,6 @@ class ScriptedSession:
         self.model = model
         self.seqs: dict[int, list[int]] = {}
         self.stats = SessionStats()
-        self.full_logits = True
 
     def sync(self, seq, tokens):
         self.seqs[seq] = list(tokens)

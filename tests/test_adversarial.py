@@ -274,7 +274,8 @@ def test_every_run_is_filtered_and_ordinary_programs_still_work(sandbox):
 def test_hostile_programs_through_the_engine(listener, canaries):
     """All hostile programs in one batch of the engine's execution path, with a benign one among them."""
     from egcfg import task_from_dict
-    from egcfg.engine import Stats, _Trace, verify
+    from egcfg.execution.checks import TracedRuns, check_visible
+    from egcfg.results import Stats
     from egcfg.execution.sandbox import Limits, Sandbox
 
     port, got = listener
@@ -283,7 +284,7 @@ def test_hostile_programs_through_the_engine(listener, canaries):
     task = task_from_dict({"task_id": "hostile", "prompt": "p", "entry_point": "f", "tests": ["assert f(1) == 2"]})
     stats = Stats()
     with Sandbox(Limits(timeout=1.0)) as sandbox:
-        traces = _Trace(sandbox, task, stats)
+        traces = TracedRuns(sandbox, task, stats)
         batch = sorted(programs.values()) + [benign]
         results = traces.run(batch)
         assert len(results) == len(batch)
@@ -296,9 +297,9 @@ def test_hostile_programs_through_the_engine(listener, canaries):
         attackers = [programs["kill_parent"], programs["fork_bomb"], programs["close_result_pipe"],
                      "import os\nos._exit(0)\n"]
         for attack in attackers:
-            verdict = verify("def f(x):\n    return x + 1\n" + attack, task, sandbox, stats)
+            verdict = check_visible("def f(x):\n    return x + 1\n" + attack, task, sandbox, stats)
             assert not verdict[0]["passed"], attack
-        assert verify(benign, task, sandbox, stats)[0]["passed"]
+        assert check_visible(benign, task, sandbox, stats)[0]["passed"]
     assert stats.executions == len(batch) + 5
     assert_host_unaffected(got)
 

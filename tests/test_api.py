@@ -67,7 +67,8 @@ def test_a_resumed_run_computes_failed_attempts_again(tmp_path, sandbox):
     from egcfg.agents import Agent
     from egcfg.bench.runner import _Worker
     from egcfg.bench.store import Store
-    from egcfg.engine import Attempt, Stats
+    from egcfg.agents import FirstPass
+    from egcfg.results import Attempt, Stats
 
     task = egcfg.task_from_dict(TASK)
     agent = Agent("a", Config(gammas=(0.0, 1.0)))
@@ -78,11 +79,11 @@ def test_a_resumed_run_computes_failed_attempts_again(tmp_path, sandbox):
         failed = Attempt(gamma=0.0, code="", passed=False, tests_passed=0, tests_total=1,
                          stop_reason="error: the server refused the request", stats=Stats())
         store.add_attempt(task.task_id, agent.name, failed, [])
-        worker.run_unit(store, task, agent, [agent], "honest", lambda: False, lambda: None)
+        worker.run_unit(store, task, agent, [agent], "honest", FirstPass())
         rows = store.attempts(task.task_id)
         assert [(r["gamma"], r["stop_reason"].startswith("error"), r["passed_visible"]) for r in rows] == [(0.0, False, 1)]
         created = rows[0]["created"]
-        worker.run_unit(store, task, agent, [agent], "honest", lambda: False, lambda: None)
+        worker.run_unit(store, task, agent, [agent], "honest", FirstPass())
         assert [r["created"] for r in store.attempts(task.task_id)] == [created]  # reused, not recomputed
     finally:
         store.close()

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from egcfg import Config, task_from_dict
-from egcfg.agents import STYLES, TEMPERATURES, HORIZONS, load_grid, paper_grid
+from egcfg.agents import STYLES, TEMPERATURES, HORIZONS, FirstPass, load_grid, paper_grid
 from egcfg.errors import EgcfgError
 
 FIXTURE = Path(__file__).parent / "data" / "mbpp_tiny.jsonl"
@@ -34,8 +34,11 @@ class RecordingSandbox:
         self.seen.append("\n".join([prelude, program, invocation or "", stdin]))
         return self.inner.run(program, invocation, stdin, trace, timeout, prelude)
 
+    def run_job(self, job):
+        return self.run(job.program, job.invocation, job.stdin, job.trace, job.timeout, job.prelude)
+
     def run_many(self, jobs):
-        return [self.run(**job) for job in jobs]
+        return [self.run_job(job) for job in jobs]
 
 
 def test_agent_grid():
@@ -74,8 +77,7 @@ def test_generation_never_executes_hidden_tests(model, sandbox, tmp_path):
     worker.sandbox = RecordingSandbox(sandbox)
     agent = Agent("a", Config(gammas=(1.0, 3.0), candidates=2, horizon=1, max_tokens=96))
     store = Store(tmp_path / "run")
-    solved = set()
-    worker.run_unit(store, task, agent, [agent], "honest", lambda: "secret" in solved, lambda: solved.add("secret"))
+    worker.run_unit(store, task, agent, [agent], "honest", FirstPass())
     assert worker.sandbox.seen, "generation ran nothing"
     assert not any(MARKER in text for text in worker.sandbox.seen)
     # Scoring, after generation, is where the hidden tests run.
@@ -206,10 +208,10 @@ def test_a_failing_attempt_is_recorded_and_the_run_goes_on(model_path, sandbox, 
     task = task_from_dict({"task_id": "t", "prompt": "Return 1.", "entry_point": "one", "tests": ["assert one() == 1"]})
     agent = Agent("a", Config(gammas=(0.0, 1.0), max_tokens=32))
     store = Store(tmp_path / "run")
-    worker.run_unit(store, task, agent, [agent], "honest", lambda: False, lambda: None)
+    worker.run_unit(store, task, agent, [agent], "honest", FirstPass())
     rows = store.attempts("t")
     assert [r["gamma"] for r in rows] == [0.0, 1.0]
-    assert all(r["stop_reason"].startswith("error:") for r in rows)
+    assert all(r["stop_reason"].startswith("error:") and r["tests_total"] == 1 for r in rows)
     finalize(store, task, 0, [agent], "honest", sandbox)
     assert store.tasks()[0]["passed_hidden"] == 0
     store.close()

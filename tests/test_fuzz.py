@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT
 from egcfg import Config, EgcfgError, load_tasks, solve
 from egcfg.execution.render import render_run
+from egcfg.execution.sandbox import Job
 from fakes import ScriptedModel
 
 OUTCOMES = {"returned", "completed", "raised", "exited", "timeout", "crashed"}
@@ -45,16 +46,15 @@ def random_stdin(rng: random.Random) -> str:
 
 def test_random_programs_and_inputs_give_clean_outcomes(sandbox):
     rng = random.Random(20261201)
-    jobs = [{"program": random_program(rng), "invocation": rng.choice(CALLS), "stdin": random_stdin(rng)}
-            for _ in range(240)]
+    jobs = [Job(random_program(rng), invocation=rng.choice(CALLS), stdin=random_stdin(rng)) for _ in range(240)]
     for start in range(0, len(jobs), 40):
         batch = jobs[start:start + 40]
         for i, (job, result) in enumerate(zip(batch, sandbox.run_many(batch))):
             case = f"case {start + i}: {job!r:.300}"
             assert result.status in OUTCOMES, case
             assert isinstance(result.stdout, str) and isinstance(result.events, list), case
-            label = f"Invocation: {job['invocation']}" if job["invocation"] else "Program run"
-            assert isinstance(render_run(job["program"], result, label), str), case
+            label = f"Invocation: {job.invocation}" if job.invocation else "Program run"
+            assert isinstance(render_run(job.program, result, label), str), case
 
 
 def _one_line_error(res) -> bool:

@@ -21,10 +21,7 @@ from egcfg.guidance import UNLISTED, guided_argmax, log_softmax
 EXAMPLE = "examples/second_smallest.json"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port as _free_port  # noqa: E402,F401  (the server fixture lives in conftest)
 
 
 # -- the rule -----------------------------------------------------------------------------------
@@ -67,34 +64,6 @@ def test_first_lines():
 
 
 # -- a real server --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server(model_path):
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
-    port = _free_port()
-    log = open(f"/tmp/egcfg-test-server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias",
-                             "qwen-test", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
-                             # evaluated as the direct backend evaluates (see test_server_topk_...)
-                             "--flash_attn", "true"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None, "the server exited"
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
 @pytest.mark.model
 def test_server_topk_equals_direct_logsoftmax(server, model):
     """The top-k entries the server returns, mapped back to local token ids, are the direct
@@ -107,7 +76,7 @@ def test_server_topk_equals_direct_logsoftmax(server, model):
     with model.session(1) as local:
         direct = log_softmax(local.sync(0, prompt))
     session = remote.session(2)
-    session.full_logits = True
+    session.set_full_logits(True)
     got = session.sync(0, prompt)
     listed = np.flatnonzero(got > UNLISTED / 2)
     assert len(listed) >= remote.k
@@ -125,7 +94,7 @@ def test_server_topk_equals_direct_logsoftmax(server, model):
     nxt = session.step({0: int(np.argmax(got))})[0]
     assert remote.stats.requests == before and (nxt > UNLISTED / 2).sum() >= remote.k
     # argmax-only (gamma 0 or 1): a plain-text draft, each position listing one token.
-    session.full_logits = False
+    session.set_full_logits(False)
     one = session.sync(1, prompt)  # a sequence without a draft (a fork would share seq 0's full one)
     assert (one > UNLISTED / 2).sum() == 1 and int(np.argmax(one)) == int(np.argmax(direct))
     remote.close()
@@ -386,7 +355,7 @@ def test_end_of_generation_without_a_listed_token(model):
         fake.mode = "eos"
         session = remote.session(1)
         for full in (False, True):
-            session.full_logits = full
+            session.set_full_logits(full)
             session.drop(0)
             got = session.sync(0, model.tokenize("def f():\n    return 1\n"))
             assert model.is_eog(int(np.argmax(got)))

@@ -1,6 +1,7 @@
 """The tracer inside the sandbox, on small programs: what the model will see."""
 
 from egcfg.execution.render import render_run
+from egcfg.execution.sandbox import Job
 
 LOOP = """def total(xs):
     s = 0
@@ -92,7 +93,7 @@ def test_sys_exit_is_not_a_pass(sandbox):
 
 
 def test_runs_in_parallel_keep_order(sandbox):
-    jobs = [{"program": LOOP, "invocation": f"total(list(range({n})))"} for n in range(6)]
+    jobs = [Job(LOOP, invocation=f"total(list(range({n})))") for n in range(6)]
     results = sandbox.run_many(jobs)
     assert [r.value for r in results] == [str(sum(range(n))) for n in range(6)]
 

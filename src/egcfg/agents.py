@@ -13,19 +13,47 @@ import itertools
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import MutableMapping
 
 from .config import Config
 from .errors import EgcfgError
+from .prompts import STYLES
 
 TEMPERATURES = (0.7, 0.75, 0.85, 0.95, 1.2, 1.5)
+GRID_FIELDS = ("temperature", "horizon", "prompt_style", "candidates")  # what paper_grid sets per agent
 HORIZONS = (2, 3, 6, 8)
-STYLES = ("instruct", "long-code")
 
 
 @dataclass(frozen=True)
 class Agent:
     name: str
     config: Config
+
+
+class FirstPass:
+    """The multi-agent policy: agents of a task run in order (or at once, in a benchmark's worker
+    processes); the first attempt that passes solves the task, and every other agent's schedule
+    stops at its next line boundary (their ``cancelled`` hook polls ``solved``). The final program
+    is then the first passing attempt in agent order, then gamma order (``solver.pick_final``).
+
+    ``flags`` is where "solved" is kept: this object alone by default, or a mapping shared by
+    processes (a multiprocessing manager's dict) under ``key``."""
+
+    def __init__(self, flags: MutableMapping | None = None, key: str = "solved"):
+        self._flags = {} if flags is None else flags
+        self._key = key
+
+    def solved(self) -> bool:
+        return self._key in self._flags
+
+    def mark(self) -> None:
+        self._flags[self._key] = True
+
+    def record(self, attempt) -> bool:
+        """``run_schedule``'s record hook for a visible-test verdict: a pass marks the task solved."""
+        if attempt.passed:
+            self.mark()
+        return attempt.passed
 
 
 def _name(cfg: Config) -> str:
@@ -53,7 +81,7 @@ def load_grid(path: str | Path, base: Config | None = None) -> list[Agent]:
         raise EgcfgError(f"{path}: not a JSON agent grid ({exc})") from None
     if not isinstance(items, list) or not items:
         raise EgcfgError(f"{path}: an agent grid is a non-empty JSON list of objects")
-    known = {f.name for f in fields(Config)} - {"extra"}
+    known = {f.name for f in fields(Config)}
     agents = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):

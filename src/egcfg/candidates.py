@@ -8,18 +8,9 @@ code block, or used its token budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .lm.base import LanguageModel, Session
-
-
-@dataclass
-class Sampled:
-    texts: list[str]
-    tokens: int          # tokens sampled over all candidates
-
+from .lm.base import LanguageModel, Sampled, Session
 
 def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     """Temperature + nucleus sampling. Only tokens within 25 nats of the best can matter (each
@@ -52,9 +43,8 @@ def sample_continuations(model: LanguageModel, session: Session, base_seq: int, 
                          temperature: float, top_p: float, horizon: int, max_tokens: int,
                          rng: np.random.Generator, base_logits: np.ndarray) -> Sampled:
     """Sample ``len(seqs)`` continuations of ``base_seq``; stop each after ``horizon + 1`` newlines."""
-    remote = getattr(session, "sample_continuations", None)
-    if remote is not None:  # a server samples for us (lm/openai_api.py): no logits to sample from here
-        return remote(base_seq, len(seqs), temperature, top_p, horizon, max_tokens, rng)
+    if model.capabilities.samples:  # a server samples for us (lm/openai_api.py): no logits to sample from here
+        return session.sample_continuations(base_seq, len(seqs), temperature, top_p, horizon, max_tokens, rng)
     for seq in seqs:
         session.fork(base_seq, seq)
     texts = {seq: bytearray() for seq in seqs}

@@ -15,7 +15,12 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .config import Config, check_timeout
+from dataclasses import fields
+
+from .agents import GRID_FIELDS
+from .config import FLAGS, HELP, SHORT, Config, check_timeout
+from .bench.protocol import PROTOCOLS
+from .prompts import STYLES
 from .errors import BackendFailure, EgcfgError
 from .terminal import safe
 
@@ -37,6 +42,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"egcfg: error: {message} (see `{self.prog} --help`)\n")
 
 
+def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """One flag per Config field, made from the dataclass: its name, type, default and help."""
+    defaults = Config()
+    for f in fields(Config):
+        if f.name not in names:
+            continue
+        flag = "--" + FLAGS.get(f.name, f.name.replace("_", "-"))
+        default = getattr(defaults, f.name)
+        names_ = [flag] + ([SHORT[f.name]] if f.name in SHORT else [])
+        kwargs = {"dest": f.name, "default": default, "help": HELP[f.name]}
+        if f.name == "gammas":
+            kwargs["type"] = _floats
+        elif f.type == "bool":
+            kwargs["action"] = "store_true"
+        elif f.name == "prompt_style":
+            kwargs["choices"] = STYLES
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+        if f.type != "bool" and f.name != "gammas":
+            kwargs["help"] += f" (default {default})"
+        parser.add_argument(*names_, **kwargs)
+
+
+def config_from_args(args, base: Config | None = None) -> Config:
+    """The Config of the fields the parser has flags for (the rest from ``base``)."""
+    values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    return (base or Config()).with_(**values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="egcfg", description="Execution-guided classifier-free guidance for code LMs.")
     parser.add_argument("--version", action="version", version=f"egcfg {__version__}")
@@ -49,18 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entry-point", help="function name for a one-off task")
     s.add_argument("--test", action="append", default=[], help="a visible assert (repeatable)")
     s.add_argument("--task-id", default="cli", help="task id for a one-off task")
-    d = Config()
-    s.add_argument("--gamma", type=_floats, default=d.gammas,
-                   help="guidance strength, or a comma list tried in order until the tests pass (default: 0,0.5,1,3)")
-    s.add_argument("--candidates", "-s", type=int, default=d.candidates, help="candidates per line (s)")
-    s.add_argument("--horizon", "-d", type=int, default=d.horizon, help="extra lines per candidate (d)")
-    s.add_argument("--temperature", "-t", type=float, default=d.temperature, help="candidate temperature (t)")
-    s.add_argument("--top-p", type=float, default=d.top_p, help="candidate nucleus")
-    s.add_argument("--prompt-style", choices=["instruct", "long-code"], default=d.prompt_style)
-    s.add_argument("--max-tokens", type=int, default=d.max_tokens, help="generated tokens per attempt")
-    s.add_argument("--signal-budget", type=int, default=d.signal_budget, help="token budget of the trace signal")
-    s.add_argument("--timeout", type=float, default=d.run_timeout, help="seconds per sandboxed run")
-    s.add_argument("--seed", type=int, default=d.seed)
+    add_config_flags(s, [f.name for f in fields(Config)])
+    s.add_argument("--agents", type=int, help="run the first N agents of the paper's grid (built on the flags above) "
+                   "in turn until one passes")
+    s.add_argument("--agents-file", help="JSON list of agent configs to run in turn instead")
     s.add_argument("--model", default=None, help="embedded model name (default qwen2.5-coder-0.5b), a GGUF path, "
                    "hf:<model> or openai:<base URL> (see the README)")
     s.add_argument("--model-name", help="with openai:<URL>: the server's model name (key from $EGCFG_API_KEY or $OPENAI_API_KEY)")
@@ -83,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", choices=["egcfg", "baseline"], default="egcfg", help="baseline: greedy, same prompt")
     b.add_argument("--agents", type=int, default=1, help="first N agents of the paper's grid (default 1)")
     b.add_argument("--agents-file", help="JSON list of agent configs instead of the paper's grid")
-    b.add_argument("--protocol", choices=["honest", "paper"], default="honest")
+    b.add_argument("--protocol", choices=PROTOCOLS, default="honest")
     b.add_argument("--workers", type=int, default=1, help="worker processes, one model each (default 1): they run a task's agents in "
                    "parallel, or with --concurrency each runs that many tasks")
     b.add_argument("--concurrency", type=int, default=1,
@@ -91,11 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     b.add_argument("--model", default=None, help="as for solve")
     b.add_argument("--model-name", help="as for solve")
-    b.add_argument("--gamma", type=_floats, default=d.gammas, help="each agent's gamma schedule")
-    b.add_argument("--max-tokens", type=int, default=d.max_tokens)
-    b.add_argument("--signal-budget", type=int, default=d.signal_budget, help="token budget of the trace signal")
-    b.add_argument("--timeout", type=float, default=d.run_timeout)
-    b.add_argument("--seed", type=int, default=d.seed)
+    # Every agent's settings but those its grid sets (temperature, horizon, prompt style, candidates).
+    add_config_flags(b, [f.name for f in fields(Config) if f.name not in GRID_FIELDS])
     b.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("report", help="summarise a run folder")
@@ -145,11 +168,6 @@ def _task_from_args(args, problems: list[str]) -> list:
                             "tests": args.test}, "command line")]
 
 
-def _config_from_args(args) -> Config:
-    return Config(gammas=args.gamma, candidates=args.candidates, horizon=args.horizon,
-                  temperature=args.temperature, top_p=args.top_p, prompt_style=args.prompt_style,
-                  max_tokens=args.max_tokens, signal_budget=args.signal_budget, seed=args.seed,
-                  run_timeout=args.timeout).validate()
 
 
 def _print_explain(result) -> None:
@@ -166,6 +184,21 @@ def _print_explain(result) -> None:
             else:
                 _say("    no trace: line decoded unguided")
             _say(f"    chosen{' (guided)' if rec.guided else ''}: {rec.chosen!r}")
+
+
+def _agents_from_args(args, base: Config):
+    """--agents N / --agents-file for solve (None: the flags' one configuration)."""
+    from .agents import load_grid, paper_grid
+
+    if args.agents is not None and args.agents_file:
+        raise EgcfgError("give --agents or --agents-file, not both")
+    if args.agents_file:
+        return load_grid(args.agents_file, base)
+    if args.agents is not None:
+        if args.agents < 1:
+            raise EgcfgError("--agents must be at least 1")
+        return paper_grid(args.agents, base)
+    return None
 
 
 def _model_spec(args) -> str | None:
@@ -189,7 +222,8 @@ def cmd_solve(args) -> int:
 
     problems: list[str] = []
     tasks = _task_from_args(args, problems)
-    config = _config_from_args(args)
+    config = config_from_args(args)
+    agents = _agents_from_args(args, config)
     model = load_model(_model_spec(args), n_ctx=config.n_ctx)
     outputs = []
     all_passed = not problems  # a skipped malformed task counts as not solved
@@ -197,7 +231,8 @@ def cmd_solve(args) -> int:
         with Sandbox(Limits(timeout=config.run_timeout)) as sandbox:
             for task in tasks:
                 try:
-                    result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain)
+                    result = solve(task, model=model, config=config, sandbox=sandbox, explain=args.explain,
+                                   agents=agents)
                 except BackendFailure:
                     raise  # the model itself broke: later tasks would fail the same way
                 except EgcfgError as exc:  # this task only (e.g. it outgrew the context): go on
@@ -258,8 +293,7 @@ def cmd_bench(args) -> int:
         if args.limit < 1:
             raise EgcfgError("--limit must be at least 1")
         tasks = tasks[: args.limit]
-    base = Config(gammas=args.gamma, max_tokens=args.max_tokens, run_timeout=args.timeout, seed=args.seed,
-                  signal_budget=args.signal_budget).validate()
+    base = config_from_args(args)
     if args.method == "baseline":
         agents = [baseline_agent(base)]
     elif args.agents_file:
@@ -298,7 +332,7 @@ def cmd_bench(args) -> int:
                 prov["machine"] += _accelerator()
             store.set_meta(**settings, **prov)
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
-                      run_timeout=args.timeout, progress=not args.no_progress, concurrency=args.concurrency)
+                      run_timeout=base.run_timeout, progress=not args.no_progress, concurrency=args.concurrency)
         from .bench.report import format_text, summarize
 
         _say(format_text(summarize(store)))

@@ -1,9 +1,11 @@
-"""Hyperparameters of one EG-CFG agent, as a frozen dataclass; every field has a CLI flag."""
+"""Hyperparameters of one EG-CFG agent, as a frozen dataclass. Every field has a command-line flag,
+made from the field itself (``cli.add_config_flags``): its name (or ``FLAGS``), type, default and the
+help text in ``HELP``."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import EgcfgError
 from .prompts import STYLES
@@ -11,6 +13,22 @@ from .prompts import STYLES
 # The paper's per-agent schedule: try gamma values in order, stop at the first passing program.
 GAMMA_SCHEDULE = (0.0, 0.5, 1.0, 3.0)
 FLAGS = {"run_timeout": "timeout", "gammas": "gamma"}  # fields whose CLI flag has another name
+SHORT = {"candidates": "-s", "horizon": "-d", "temperature": "-t"}  # the paper's letters
+HELP = {
+    "gammas": "guidance strength, or a comma list tried in order until the tests pass (default: 0,0.5,1,3)",
+    "candidates": "candidates sampled per line (s)",
+    "horizon": "lines each candidate writes beyond the current one (d)",
+    "temperature": "candidate sampling temperature (t)",
+    "top_p": "candidate nucleus (top-p)",
+    "prompt_style": "instruct (few-shot) or long-code (many short lines)",
+    "max_tokens": "generated tokens per attempt",
+    "max_line_tokens": "a line of more tokens ends the attempt (degenerate output)",
+    "signal_budget": "token budget of the trace signal",
+    "seed": "candidate sampling seed",
+    "run_timeout": "seconds per sandboxed run",
+    "always_refresh": "build the signal even at gamma 0 (diagnostics)",
+    "n_ctx": "model context in tokens, shared by p_sol, p_dyn and the candidates",
+}
 MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
 
 
@@ -29,7 +47,6 @@ class Config:
     run_timeout: float = 2.0       # seconds per sandboxed run
     always_refresh: bool = False   # build the signal even at gamma 0 (diagnostics; tests use it)
     n_ctx: int = 8192              # model context shared by p_sol, p_dyn and the candidates
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         # A list is taken as the tuple it means (a list would make the frozen Config unhashable);
@@ -45,7 +62,7 @@ class Config:
         # refused here: nan guidance scores would pick token 0 everywhere.
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("extra", "gammas"):
+            if f.name == "gammas":
                 continue
             kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type]
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -80,6 +97,10 @@ class Config:
         check_timeout(self.run_timeout)
         if self.signal_budget < 1:
             raise EgcfgError("--signal-budget must be at least 1")
+        if self.max_line_tokens < 1:
+            raise EgcfgError("--max-line-tokens must be at least 1")
+        if self.n_ctx < 1:
+            raise EgcfgError("--n-ctx must be at least 1")
         return self
 
     def with_(self, **changes) -> "Config":
@@ -87,7 +108,6 @@ class Config:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra", None)
         d["gammas"] = list(self.gammas)
         return d
 

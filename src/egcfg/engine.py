@@ -23,7 +23,6 @@ model keeps the tokens it chose.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,135 +33,31 @@ from . import prompts
 from .candidates import sample_continuations
 from .config import Config
 from .execution import program as prog
-from .execution.sandbox import RunResult, Sandbox
+from .execution.checks import TracedRuns, check_visible
+from .execution.sandbox import Sandbox
 from .guidance import guided_argmax
+from .lines import LineTracker
 from .lm.base import LanguageModel
-from .signal import CandidateRuns, build_signal, imitates_signal
+from .results import Attempt, LineRecord, Stats
+from .signal import build_signal
 from .task import Task
 
 log = logging.getLogger(__name__)
 
 SOL, DYN, FIRST_CANDIDATE = 0, 1, 2
-_BLOCK_START = ("def ", "async def ", "class ", "import ", "from ", "@", "#", '"""', "'''")
 
 
 @dataclass
-class Stats:
-    executions: int = 0
-    refreshes: int = 0
-    guided_lines: int = 0
-    tokens_decoded: int = 0
-    tokens_prefilled: int = 0
-    candidate_tokens: int = 0
-    seconds_prefill: float = 0.0
-    seconds_sampling: float = 0.0
-    seconds_execution: float = 0.0
-    seconds_guided: float = 0.0
-    seconds_total: float = 0.0
+class _Branches:
+    """The two branches' next-token arrays during one attempt. ``dyn`` is set while the current
+    line has a signal; ``sol_stale`` means SOL lags behind the decoded tokens (left behind at γ 1,
+    where it does not influence the choice, and caught up in one prefill when it is needed)."""
 
-    def add(self, other: "Stats") -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-
-
-@dataclass
-class LineRecord:
-    """What --explain shows for one line: candidates, their traces (as the model saw them), the choice."""
-
-    line: int
-    candidates: list[str]
-    signal: str | None
-    chosen: str = ""
-    guided: bool = False
-
-
-@dataclass
-class Attempt:
-    gamma: float
-    code: str
-    passed: bool
-    tests_passed: int
-    tests_total: int
-    stop_reason: str
-    stats: Stats
+    sol: np.ndarray
+    dyn: np.ndarray | None = None
+    sol_stale: bool = False
+    record: LineRecord | None = None
     lines: list[LineRecord] = field(default_factory=list)
-    test_results: list[dict] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)  # every token the attempt chose, in order
-
-
-class _Trace:
-    """Runs (program, test) pairs in the sandbox, with a cache shared by all lines of a solve."""
-
-    def __init__(self, sandbox: Sandbox, task: Task, stats: Stats):
-        self.sandbox = sandbox
-        self.task = task
-        self.stats = stats
-        self.cache: dict[tuple, RunResult] = {}
-
-    def jobs(self, program: str) -> list[tuple[str, dict]]:
-        """(label, sandbox job) for each visible test of the task."""
-        task = self.task
-        if task.is_io:
-            return [(f"Input:\n{t.input.rstrip()[:300]}", {"program": program, "stdin": t.input, "prelude": task.prelude})
-                    for t in task.io_tests]
-        setup = task.test_setup.strip()
-        full = program if not setup else program.rstrip() + "\n\n" + setup + "\n"
-        out = []
-        for test in task.tests:
-            call = prog.invocation_from_assert(test, task.entry_point)
-            out.append((f"Invocation: {call}", {"program": full, "invocation": call, "prelude": task.prelude}))
-        return out
-
-    @staticmethod
-    def key(job: dict) -> tuple:
-        return (job["program"], job.get("invocation"), job.get("stdin", ""), job.get("prelude", ""))
-
-    def run(self, programs: list[str]) -> list[CandidateRuns]:
-        planned = [(p, self.jobs(p)) for p in programs]
-        todo = {}
-        for _, jobs in planned:
-            for _, job in jobs:
-                key = self.key(job)
-                if key not in self.cache and key not in todo:
-                    todo[key] = job
-        if todo:
-            start = time.perf_counter()
-            results = self.sandbox.run_many(list(todo.values()))
-            self.stats.seconds_execution += time.perf_counter() - start
-            self.stats.executions += len(results)
-            self.cache.update(zip(todo.keys(), results))
-        return [
-            CandidateRuns(program=p, runs=tuple((label, self.cache[self.key(job)]) for label, job in jobs))
-            for p, jobs in planned
-        ]
-
-
-def _io_output_matches(actual: str, expected: str) -> bool:
-    norm = lambda s: [line.rstrip() for line in s.strip().splitlines()]  # noqa: E731
-    return norm(actual) == norm(expected)
-
-
-def verify(code: str, task: Task, sandbox: Sandbox, stats: Stats) -> list[dict]:
-    """Run ``code`` on the task's visible tests, untraced. One dict per test.
-    (Hidden tests are never run here: scoring lives in bench/protocol.py.)"""
-    start = time.perf_counter()
-    if task.is_io:
-        cases = task.io_tests
-        results = sandbox.run_many([{"program": code, "stdin": c.input, "trace": False, "prelude": task.prelude} for c in cases])
-        out = [{"test": c.input[:200], "passed": r.ok and _io_output_matches(r.stdout, c.output),
-                "status": r.status, "detail": (r.exception or r.stdout[:200])} for c, r in zip(cases, results)]
-    else:
-        cases = task.tests
-        results = sandbox.run_many([{"program": prog.program_with_test(code, t, task.test_setup), "trace": False,
-                                     "prelude": task.prelude} for t in cases])
-        out = [{"test": t, "passed": r.status == "completed", "status": r.status, "detail": r.exception or ""}
-               for t, r in zip(cases, results)]
-    stats.executions += len(results)
-    stats.seconds_execution += time.perf_counter() - start
-    return out
 
 
 class Generator:
@@ -180,7 +75,6 @@ class Generator:
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
-        self._def = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(task.entry_point)}\s*\(") if task.entry_point else None
 
     def session(self):
         """The backend session, kept across the attempts of a solve (same prompt, warm caches)."""
@@ -196,14 +90,14 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text))
 
-    def run(self, gamma: float, traces: _Trace | None = None, stats: Stats | None = None,
+    def run(self, gamma: float, traces: TracedRuns | None = None, stats: Stats | None = None,
             cancelled: Callable[[], bool] | None = None) -> Attempt:
         """Decode one program at guidance strength ``gamma``. ``cancelled`` is polled at each line
         boundary (another agent already solved the task): the attempt then ends with stop reason
         "cancelled" and is not verified."""
         cfg = self.config
         stats = stats or Stats()
-        traces = traces or _Trace(self.sandbox, self.task, stats)
+        traces = traces or TracedRuns(self.sandbox, self.task, stats)
         traces.stats = stats
         self._traces = traces
         has_tests = bool(self.task.tests or self.task.io_tests)
@@ -217,144 +111,115 @@ class Generator:
         # For 0 <= gamma <= 1 the guided score is a convex mix of the two log-probs, so where both
         # branches' argmax agree the rule picks that token: a backend that pays for distributions
         # (a server's top-k) is asked for argmaxes only, and for distributions where they differ.
-        session.full_logits = not 0.0 <= gamma <= 1.0
-        refine = getattr(session, "refine", None) if 0.0 < gamma < 1.0 else None
+        caps = self.model.capabilities
+        if caps.partial_logits:
+            session.set_full_logits(not 0.0 <= gamma <= 1.0)
+        refine = session.refine if caps.refines and 0.0 < gamma < 1.0 else None
         prefilled_before = session.stats.prefilled
-        lines: list[LineRecord] = []
+        lines = LineTracker(self.task.entry_point, self.task.is_io, self.start, cfg.max_line_tokens)
+        generated: list[int] = []
+        stop_reason, cut = "max_tokens", None
         try:
             t0 = time.perf_counter()
-            sol_logits = session.sync(SOL, self.prefix + self.suffix)  # reuses the prompt of an earlier attempt
+            b = _Branches(sol=session.sync(SOL, self.prefix + self.suffix))  # reuses an earlier attempt's prompt
             stats.seconds_prefill += time.perf_counter() - t0
-            generated: list[int] = []
-            text = bytearray()          # decoded bytes of `generated`
-            line_start = 0              # byte offset where the current line starts
-            boundary = 0                # byte offset of the last line boundary (end of the token that held a newline)
-            # Guidance is on from the def line (stdin programs: from the start; a given signature: at once).
-            active = self.task.is_io or bool(self._def and any(self._def.match(l) for l in self.start.split("\n")))
-            seen_body = False
-            dyn_logits = None           # set while the current line has a signal
-            record: LineRecord | None = None
-            line_tokens = 0
-            stop_reason = "max_tokens"
-            cut = None                  # byte offset where the final code ends, if a stop line is dropped
-            sol_stale = False           # SOL lags behind `generated` (skipped while gamma == 1)
             while len(generated) < cfg.max_tokens:
-                at_boundary = boundary == len(text)
-                if at_boundary and cancelled is not None and cancelled():
+                if lines.at_boundary and cancelled is not None and cancelled():
                     stop_reason = "cancelled"
                     break
-                if at_boundary and active and guide and dyn_logits is None:
-                    if sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
-                        sol_logits, sol_stale = self._catch_up(session, generated, stats), False
-                    dyn_logits, record = self._refresh(session, sol_logits, generated, bytes(text), rng, stats, len(lines) + 1)
-                    if record is not None:
-                        lines.append(record)
+                if lines.at_boundary and lines.active and guide and b.dyn is None:
+                    self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
                 t0 = time.perf_counter()
-                dyn_only = dyn_logits is not None and gamma == 1.0
-                if sol_stale and not dyn_only:
-                    sol_logits, sol_stale = self._catch_up(session, generated, stats), False
-                if dyn_only:
-                    token = int(np.argmax(dyn_logits))  # gamma 1: the rule reduces to p_dyn alone
-                elif dyn_logits is not None:
-                    if refine is not None and np.argmax(sol_logits) != np.argmax(dyn_logits):
-                        better = refine([SOL, DYN])
-                        sol_logits, dyn_logits = better[SOL], better[DYN]
-                    token = guided_argmax(sol_logits, dyn_logits, gamma, topk=not self.model.capabilities.full_vocab)
-                else:
-                    token = int(np.argmax(sol_logits))
+                token = self._choose(session, b, generated, gamma, refine, stats)
                 if self.model.is_eog(token):
                     stop_reason = "eos"
                     break
-                piece = self.model.piece(token)
                 generated.append(token)
-                text += piece
-                line_tokens += 1
-                stop = None
-                if b"\n" in piece:
-                    active, seen_body, stop, cut = self._completed_lines(text, line_start, active, seen_body)
-                    line_start = text.rindex(b"\n") + 1
-                    boundary = len(text)  # with a "\n    " token the next line already holds its indentation
-                    line_tokens = 0 if line_start == len(text) else 1
-                    if record is not None:
-                        record.chosen = bytes(text[:line_start]).decode("utf-8", "replace").rstrip("\n").split("\n")[-1]
-                        record.guided = dyn_logits is not None
-                        if record.guided:
-                            stats.guided_lines += 1
-                        record = None
-                    if stop is None and bytes(text[line_start:]).decode("utf-8", "replace").lstrip().startswith("```"):
-                        stop, cut = "fence", line_start  # the token also began the next line, with a fence
+                newline, stop = lines.feed(self.model.piece(token))
+                if newline:
+                    self._line_done(b, lines, stats)
                     if stop is None:
-                        dyn_logits = None  # the signal is refreshed at the next line boundary
-                else:
-                    partial = bytes(text[line_start:]).decode("utf-8", "replace")
-                    if partial.lstrip().startswith("```"):
-                        stop, cut = "fence", line_start
-                    elif line_tokens > cfg.max_line_tokens:
-                        stop, cut = "line_too_long", line_start
+                        b.dyn = None  # the signal is refreshed at the next line boundary
                 if stop:
-                    stop_reason = stop
+                    stop_reason, cut = stop.reason, stop.cut
                     break
-                # At gamma 1 the unconditional branch does not influence the choice: leave SOL behind
-                # and catch it up with one batched prefill at the line boundary (cheaper per token).
-                feeds = {} if dyn_only else {SOL: token}
-                if dyn_logits is not None:
-                    feeds[DYN] = token
-                out = session.step(feeds) if feeds else {}
-                if SOL in out:
-                    sol_logits = out[SOL]
-                else:
-                    sol_stale = True
-                if dyn_logits is not None:
-                    dyn_logits = out[DYN]
-                stats.tokens_decoded += len(feeds)
+                self._advance(session, b, token, gamma, stats)
                 stats.seconds_guided += time.perf_counter() - t0
         finally:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
-        body = bytes(text if cut is None else text[:cut]).decode("utf-8", "replace")
-        code = self._final_code(self.start + body)
-        tests = verify(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
-        n_pass = sum(t["passed"] for t in tests)
+        body = bytes(lines.text if cut is None else lines.text[:cut]).decode("utf-8", "replace")
+        attempt = self._finish(gamma, self._final_code(self.start + body), stop_reason, has_tests, stats)
         stats.seconds_total += time.perf_counter() - t_start
+        attempt.lines = b.lines if self.explain else []
+        attempt.tokens = generated
+        return attempt
+
+    # -- the parts of one decoding step --------------------------------------------------------------
+    def _refresh_line(self, session, b: _Branches, generated: list[int], text: bytes, rng, stats: Stats) -> None:
+        """At a line boundary with guidance on: new candidates, traces and signal; DYN re-synced."""
+        if b.sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
+            b.sol, b.sol_stale = self._catch_up(session, generated, stats), False
+        b.dyn, b.record = self._refresh(session, b.sol, generated, text, rng, stats, len(b.lines) + 1)
+        if b.record is not None:
+            b.lines.append(b.record)
+
+    def _choose(self, session, b: _Branches, generated: list[int], gamma: float, refine, stats: Stats) -> int:
+        """The next token: greedy on SOL without a signal, the guidance rule with one (γ 1: DYN alone)."""
+        if b.dyn is not None and gamma == 1.0:
+            return int(np.argmax(b.dyn))  # gamma 1: the rule reduces to p_dyn alone
+        if b.sol_stale:
+            b.sol, b.sol_stale = self._catch_up(session, generated, stats), False
+        if b.dyn is None:
+            return int(np.argmax(b.sol))
+        if refine is not None and np.argmax(b.sol) != np.argmax(b.dyn):
+            better = refine([SOL, DYN])
+            b.sol, b.dyn = better[SOL], better[DYN]
+        return guided_argmax(b.sol, b.dyn, gamma, topk=not self.model.capabilities.full_vocab)
+
+    @staticmethod
+    def _line_done(b: _Branches, lines: LineTracker, stats: Stats) -> None:
+        """A token completed a line: its record (for --explain) gets the line as decoded."""
+        if b.record is not None:
+            b.record.chosen = lines.last_completed_line()
+            b.record.guided = b.dyn is not None
+            if b.record.guided:
+                stats.guided_lines += 1
+            b.record = None
+
+    @staticmethod
+    def _advance(session, b: _Branches, token: int, gamma: float, stats: Stats) -> None:
+        """Feed the chosen token to the branches that need it, in one batched step."""
+        # At gamma 1 the unconditional branch does not influence the choice: leave SOL behind
+        # and catch it up with one batched prefill at the line boundary (cheaper per token).
+        dyn_only = b.dyn is not None and gamma == 1.0
+        feeds = {} if dyn_only else {SOL: token}
+        if b.dyn is not None:
+            feeds[DYN] = token
+        out = session.step(feeds) if feeds else {}
+        if SOL in out:
+            b.sol = out[SOL]
+        else:
+            b.sol_stale = True
+        if b.dyn is not None:
+            b.dyn = out[DYN]
+        stats.tokens_decoded += len(feeds)
+
+    def _finish(self, gamma: float, code: str, stop_reason: str, has_tests: bool, stats: Stats) -> Attempt:
+        """Check the final program on the visible tests (not a cancelled one) and make the Attempt."""
+        tests = check_visible(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
+        n_pass = sum(t["passed"] for t in tests)
         # Passing = every visible test passes (vacuously true for a task that shows none).
         passed = (bool(code.strip()) and stop_reason != "cancelled" and n_pass == len(tests)
                   and (bool(tests) or not has_tests))
         return Attempt(gamma=gamma, code=code, passed=passed, tests_passed=n_pass,
                        tests_total=len(tests) or len(self.task.tests) or len(self.task.io_tests),
-                       stop_reason=stop_reason, stats=stats, lines=lines if self.explain else [], test_results=tests,
-                       tokens=generated)
+                       stop_reason=stop_reason, stats=stats, test_results=tests)
 
     def _catch_up(self, session, generated: list[int], stats: Stats) -> np.ndarray:
         t0 = time.perf_counter()
         logits = session.sync(SOL, self.prefix + self.suffix + generated)
         stats.seconds_guided += time.perf_counter() - t0
         return logits
-
-    def _completed_lines(self, text: bytearray, line_start: int, active: bool, seen_body: bool):
-        """Scan the line(s) a newline token just completed: guidance switches on at the def line,
-        and a line may end the code. Returns (active, seen_body, stop reason or None, cut offset)."""
-        offset = line_start
-        for line in bytes(text[line_start:text.rindex(b"\n")]).decode("utf-8", "replace").split("\n"):
-            if self._def is not None and not active and self._def.match(line):
-                active = True
-            elif active and not self.task.is_io and line.startswith((" ", "\t")) and line.strip():
-                seen_body = True
-            reason = self._ends_code(line, active, seen_body)
-            if reason:
-                return active, seen_body, reason, offset
-            offset += len(line.encode("utf-8")) + 1
-        return active, seen_body, None, None
-
-    def _ends_code(self, line: str, active: bool, seen_body: bool) -> str | None:
-        """Why a completed line ends the program, or None."""
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            return "fence"
-        if imitates_signal(line):
-            return "imitation"
-        if (active and seen_body and not self.task.is_io and stripped
-                and not line.startswith((" ", "\t")) and not stripped.startswith(_BLOCK_START)):
-            return "function_end"  # a dedent to column 0 that is not another def/import: tests, prints
-        return None
 
     def _final_code(self, body: str) -> str:
         code = prog.strip_fences(body).rstrip() + "\n"

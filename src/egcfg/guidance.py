@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Backends that only see a server's top-k log-probs (lm/openai_api.py) return full-vocabulary
-# arrays with this value for every token the server did not list. Real logits never come near it.
-UNLISTED = -1.0e4
+from .lm.base import UNLISTED  # noqa: F401  (re-exported: the rule for top-k arrays lives here)
+
 _LISTED = UNLISTED / 2
 
 

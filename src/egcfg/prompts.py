@@ -105,9 +105,6 @@ class PromptParts:
     prefix: str
     suffix: str
 
-    def sol(self) -> str:
-        return self.prefix + self.suffix
-
     @staticmethod
     def signal_segment(signal: str) -> str:
         return "\n\n" + signal

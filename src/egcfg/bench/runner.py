@@ -26,13 +26,14 @@ import queue
 import threading
 from typing import Callable
 
-from ..agents import Agent
-from ..engine import Attempt, Generator, Stats, _Trace
-from ..errors import BackendFailure, EgcfgError
+from ..agents import Agent, FirstPass
+from ..engine import Generator
+from ..errors import EgcfgError
+from ..execution.checks import TracedRuns, score_hidden
 from ..execution.sandbox import Limits, Sandbox
-from ..solver import pick_final
+from ..results import Attempt, Stats
+from ..solver import ERROR_PREFIX, pick_final, run_schedule
 from ..task import Task
-from .protocol import score
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,27 @@ def _lines(attempt: Attempt) -> list[dict]:
     return [dataclasses.asdict(rec) for rec in attempt.lines]
 
 
-ERROR_PREFIX = "error:"  # stop_reason prefix of an attempt that raised (stored, and computed again on resume)
-
-
 def _ended_in_error(row: dict) -> bool:
     return (row["stop_reason"] or "").startswith(ERROR_PREFIX)
+
+
+def _attempt_from_row(row: dict) -> Attempt:
+    """A stored attempt, as the schedule loop sees it (no decoding, no stats)."""
+    return Attempt(gamma=row["gamma"], code=row["code"], passed=bool(row["passed_visible"]),
+                   tests_passed=row["tests_passed"], tests_total=row["tests_total"],
+                   stop_reason=row["stop_reason"], stats=Stats())
 
 
 class _Worker:
     """Model + sandbox of one process; runs units."""
 
     def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float, sessions: int = 1,
-                 seqs: int = 5):
+                 seqs: int = 5, n_ctx: int | None = None):
         from ..lm import load_model
 
         options = {"n_threads": threads} if threads else {}
+        if n_ctx:
+            options["n_ctx"] = n_ctx  # the agents' Config.n_ctx (a model spec's own ?n_ctx= wins)
         if sessions > 1:
             options["slots"] = sessions * seqs  # the hf backend's KV slots: one per sequence in flight
         self.model = load_model(model_spec, **options)
@@ -67,42 +74,40 @@ class _Worker:
         self.model.close()
 
     def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,
-                 is_solved: Callable[[], bool], mark_solved: Callable[[], None]) -> None:
-        # A resumed run reuses the stored attempts, except those that ended in an error (a server
-        # that refused a request, a full context): those are computed again and replaced.
-        stored = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
-        failed = {g for g, a in stored.items() if _ended_in_error(a)}
-        stored = {g: a for g, a in stored.items() if g not in failed}
+                 policy: FirstPass, halted: Callable[[], bool] = lambda: False) -> None:
+        """One agent's gamma schedule on one task (solver.run_schedule), with the store behind it:
+        attempts a resumed run already has are reused, except those that ended in an error (a
+        server that refused a request, a full context), which are computed again and replaced;
+        every new attempt is stored at once; under the paper protocol an attempt passes by its
+        hidden tests. A pass marks the task solved for the other agents (``policy``)."""
+        rows = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
+        failed = {g for g, a in rows.items() if _ended_in_error(a)}
+        stored = {g: a for g, a in rows.items() if g not in failed}
+
+        def reuse(gamma: float) -> Attempt | None:
+            if gamma in stored:  # resumed run: this attempt is already on disk
+                return _attempt_from_row(stored[gamma])
+            return self._reuse_greedy(store, task, agent, agents, gamma)
+
+        def record(attempt: Attempt) -> bool:
+            if attempt.gamma in stored:
+                row = stored[attempt.gamma]
+                ok = bool(row["passed_hidden"]) if protocol == "paper" else bool(row["passed_visible"])
+            else:
+                store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt), replace=attempt.gamma in failed)
+                ok = attempt.passed
+                if protocol == "paper":
+                    ok = score_hidden(attempt.code, task, self.sandbox)["passed"]
+                    store.set_attempt_hidden(task.task_id, agent.name, attempt.gamma, ok)
+            if ok:
+                policy.mark()
+            return ok
+
         generator = Generator(self.model, task, agent.config, self.sandbox, explain=True)
-        traces = _Trace(self.sandbox, task, Stats())
         try:
-            for gamma in agent.config.gammas:
-                if is_solved():
-                    return
-                if gamma in stored:  # resumed run: this attempt is already on disk
-                    row = stored[gamma]
-                    ok = bool(row["passed_hidden"]) if protocol == "paper" else bool(row["passed_visible"])
-                else:
-                    reused = self._reuse_greedy(store, task, agent, agents, gamma)
-                    try:
-                        attempt = reused or generator.run(gamma, traces=traces, stats=Stats(), cancelled=is_solved)
-                    except BackendFailure:
-                        raise  # the model is broken for every task: stop, store nothing false
-                    except EgcfgError as exc:  # e.g. the context is full: record it, keep the run going
-                        log.warning("%s, agent %s, gamma %g: %s", task.task_id, agent.name, gamma, exc)
-                        attempt = Attempt(gamma=gamma, code="", passed=False, tests_passed=0,
-                                          tests_total=len(task.tests), stop_reason=f"{ERROR_PREFIX} {exc}"[:200], stats=Stats())
-                        generator.close()  # a fresh backend session for the next attempt
-                    if attempt.stop_reason == "cancelled":
-                        return
-                    store.add_attempt(task.task_id, agent.name, attempt, _lines(attempt), replace=gamma in failed)
-                    ok = attempt.passed
-                    if protocol == "paper":
-                        ok = score(attempt.code, task, self.sandbox)["passed"]
-                        store.set_attempt_hidden(task.task_id, agent.name, gamma, ok)
-                if ok:
-                    mark_solved()
-                    return
+            run_schedule(generator, agent.config.gammas, TracedRuns(self.sandbox, task, Stats()),
+                         cancelled=lambda: halted() or policy.solved(), reuse=reuse, record=record,
+                         keep_going_on_error=True, agent=agent.name)
         finally:
             generator.close()
 
@@ -115,10 +120,13 @@ class _Worker:
         same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
         for row in store.attempts(task.task_id):
             if row["gamma"] == 0.0 and row["agent"] in same and not _ended_in_error(row):
-                return Attempt(gamma=0.0, code=row["code"], passed=bool(row["passed_visible"]),
-                               tests_passed=row["tests_passed"], tests_total=row["tests_total"],
-                               stop_reason=row["stop_reason"], stats=Stats())
+                return _attempt_from_row(row)
         return None
+
+
+def _n_ctx(agents: list[Agent]) -> int:
+    """The model context a worker loads: the largest any agent asks for (Config.n_ctx)."""
+    return max(a.config.n_ctx for a in agents)
 
 
 def _greedy_key(agent: Agent) -> tuple:
@@ -131,12 +139,11 @@ def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents
     """One task in this thread: its agents in order (the first to pass stops the rest), then the
     final program. ``stop`` (a run-wide stop) ends it at the next line boundary, unfinalized."""
     halted = stop.is_set if stop is not None else (lambda: False)
-    solved: set = set()
+    policy = FirstPass()
     for agent in agents:
         if halted():
             raise EgcfgError("run stopped")
-        worker.run_unit(store, task, agent, agents, protocol, lambda: halted() or task.task_id in solved,
-                        lambda: solved.add(task.task_id))
+        worker.run_unit(store, task, agent, agents, protocol, policy, halted)
     if halted():  # the attempts it has are stored; the task is finished on --resume
         raise EgcfgError("run stopped")
     return finalize(store, task, position, agents, protocol, scorer)
@@ -178,7 +185,7 @@ def _run_concurrent(next_task: Callable[[], tuple[int, Task] | None], agents, fo
 
 def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, protocol, scorer, concurrency, tick):
     seqs = 2 + max(a.config.candidates for a in agents)
-    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs)
+    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs, n_ctx=_n_ctx(agents))
     pending = iter(todo)
     lock = threading.Lock()
 
@@ -261,14 +268,14 @@ _PROCESS_WORKER: _Worker | None = None
 _PROCESS_ERROR = ""
 
 
-def _init_process(model_spec, threads, run_timeout):
+def _init_process(model_spec, threads, run_timeout, n_ctx):
     # A failure here is kept and raised by the first unit, so it reaches the parent as that unit's
     # one-line error (an initializer that raises makes a Pool respawn workers forever, and
     # ProcessPoolExecutor prints the traceback and reports only "broken").
     global _PROCESS_WORKER, _PROCESS_ERROR
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     try:
-        _PROCESS_WORKER = _Worker(model_spec, threads, run_timeout)
+        _PROCESS_WORKER = _Worker(model_spec, threads, run_timeout, n_ctx=n_ctx)
     except Exception as exc:
         _PROCESS_ERROR = str(exc) or type(exc).__name__
 
@@ -278,8 +285,7 @@ def _process_unit(folder: str, task: Task, agent: Agent, agents: list[Agent], pr
         raise EgcfgError(f"a worker process could not start: {_PROCESS_ERROR}")
     store = Store(folder)
     try:
-        _PROCESS_WORKER.run_unit(store, task, agent, agents, protocol, lambda: task.task_id in solved,
-                                 lambda: solved.__setitem__(task.task_id, True))
+        _PROCESS_WORKER.run_unit(store, task, agent, agents, protocol, FirstPass(solved, task.task_id))
     finally:
         store.close()
 
@@ -297,7 +303,7 @@ def _parallel_agents(todo, agents, store, model_spec, run_timeout, protocol, wor
     with ctx.Manager() as manager:
         solved = manager.dict()
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process,
-                                   initargs=(model_spec, threads, run_timeout))
+                                   initargs=(model_spec, threads, run_timeout, _n_ctx(agents)))
         try:
             pending = [(pos, task, [pool.submit(_process_unit, str(store.folder), task, agent, agents, protocol, solved)
                                     for agent in agents]) for pos, task in todo]
@@ -329,11 +335,11 @@ def finalize(store: Store, task: Task, position: int, agents: list[Agent], proto
     rows = sorted((r for r in store.attempts(task.task_id) if r["agent"] in index), key=schedule_order)
     for row in rows:  # every attempt's hidden score, for the report only
         if row["passed_hidden"] is None:
-            row["passed_hidden"] = int(score(row["code"], task, sandbox)["passed"])
+            row["passed_hidden"] = int(score_hidden(row["code"], task, sandbox)["passed"])
             store.set_attempt_hidden(task.task_id, row["agent"], row["gamma"], bool(row["passed_hidden"]))
     judge = "passed_hidden" if protocol == "paper" else "passed_visible"
     final = pick_final(rows, passed=lambda r: r[judge], tests_passed=lambda r: r["tests_passed"]) if rows else None
-    hidden = score(final["code"], task, sandbox) if final else {"passed": False, "status": "no code", "detail": ""}
+    hidden = score_hidden(final["code"], task, sandbox) if final else {"passed": False, "status": "no code", "detail": ""}
     totals: dict = {}
     for row in rows:
         for key, value in row["stats"].items():
@@ -376,7 +382,7 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
             _concurrent_in_this_process(todo, agents, store.folder, model_spec, run_timeout, protocol, scorer,
                                         concurrency, tick)
         elif workers <= 1:
-            worker = _Worker(model_spec, None, run_timeout)
+            worker = _Worker(model_spec, None, run_timeout, n_ctx=_n_ctx(agents))
             try:
                 for position, task in todo:
                     tick(_whole_task(worker, store, task, position, agents, protocol, scorer))

@@ -88,6 +88,20 @@ class Limits:
     trace_tail: int = 20          # ... and from the end; the middle is counted as skipped
 
 
+@dataclass(frozen=True)
+class Job:
+    """One sandboxed run: ``program`` (then ``invocation``, if given, evaluated and traced), with
+    ``stdin``; ``prelude`` runs first, untraced (a task's own imports and helpers); ``timeout``
+    None means the sandbox's default."""
+
+    program: str
+    invocation: str | None = None
+    stdin: str = ""
+    trace: bool = True
+    timeout: float | None = None
+    prelude: str = ""
+
+
 @dataclass
 class RunResult:
     """What one sandboxed run produced. ``status`` is one of:
@@ -369,9 +383,12 @@ class Sandbox:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run_many(self, jobs: list[dict]) -> list[RunResult]:
-        """Run jobs (keyword arguments of ``run``) in parallel; results in the same order."""
-        return list(self._pool.map(lambda job: self.run(**job), jobs))
+    def run_many(self, jobs: list[Job]) -> list[RunResult]:
+        """Run jobs in parallel; results in the same order."""
+        return list(self._pool.map(self.run_job, jobs))
+
+    def run_job(self, job: Job) -> RunResult:
+        return self.run(job.program, job.invocation, job.stdin, job.trace, job.timeout, job.prelude)
 
     def run(self, program: str, invocation: str | None = None, stdin: str = "", trace: bool = True,
             timeout: float | None = None, prelude: str = "") -> RunResult:

@@ -6,9 +6,21 @@ The engine thinks in sessions over token sequences, never in strings:
   common prefix it already has, rewinding and extending the rest) and returns the next-token logits;
 * ``Session.step({seq: token, ...})`` appends one token to several sequences in one batch;
 * ``Session.fork(src, dst)`` makes ``dst`` share ``src``'s prefix (no re-prefill), ``drop`` frees it.
-* A session may offer ``sample_continuations`` (candidates.py uses it instead of its own sampler).
 
-A backend that cannot do one of these natively must say so in ``capabilities`` rather than fake it.
+Optional operations, each behind a ``Capabilities`` flag that the engine reads (a backend without
+the flag is never asked for the operation):
+
+* ``samples``: ``Session.sample_continuations(...)`` samples candidates itself (a server's own
+  sampler), instead of candidates.py sampling from logits;
+* ``partial_logits``: ``Session.set_full_logits(False)`` tells the session that only the argmax of
+  what sync/step return is used (gamma 0 or 1), so it may skip distributions it pays for;
+* ``refines``: ``Session.refine(seqs)`` upgrades argmax-only arrays to distributions at the current
+  position (asked where the two branches' argmaxes differ);
+* ``full_vocab`` False: next-token arrays hold a server's top-k log-probs, every other token
+  ``UNLISTED`` (guidance.py has the rule for them).
+
+``tests/test_lm_contract.py`` runs the same contract test against every backend on the machine and
+the scripted fake. A backend that cannot do an operation natively must say so rather than fake it.
 """
 
 from __future__ import annotations
@@ -28,18 +40,31 @@ class SessionStats:
     batches: int = 0          # forward passes
 
 
+# Backends that only see a server's top-k log-probs (lm/openai_api.py) return full-vocabulary
+# arrays with this value for every token the server did not list. Real logits never come near it.
+UNLISTED = -1.0e4
+
+
+@dataclass
+class Sampled:
+    """Candidate continuations of one sequence, as text, and the tokens sampling them cost."""
+
+    texts: list[str]
+    tokens: int          # tokens sampled over all candidates
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    fork: bool = True         # shared-prefix copies of a sequence's cache
-    rewind: bool = True       # drop a suffix of a sequence's cache
-    full_vocab: bool = True   # next-token arrays cover the vocabulary (False: a server's top-k, see guidance)
+    """The optional operations a backend offers (see the module doc); the engine reads each."""
+
+    full_vocab: bool = True       # next-token arrays cover the vocabulary (False: a server's top-k)
+    samples: bool = False         # Session.sample_continuations
+    partial_logits: bool = False  # Session.set_full_logits
+    refines: bool = False         # Session.refine
 
 
 class Session(Protocol):
     stats: SessionStats
-    # Set by the engine per attempt: False when only the argmax of what sync/step return is used
-    # (gamma 0 or 1). Backends that pay for distributions (a server's top-k) may then skip them.
-    full_logits: bool
 
     def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray: ...
 
@@ -53,11 +78,15 @@ class Session(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional, by capability:
+    # def sample_continuations(self, base_seq, n, temperature, top_p, horizon, max_tokens, rng) -> Sampled
+    # def set_full_logits(self, full: bool) -> None
+    # def refine(self, seqs: list[int]) -> dict[int, np.ndarray]
 
-class LanguageModel(Protocol):
-    name: str
-    n_vocab: int
-    capabilities: Capabilities
+
+class Tokenizer(Protocol):
+    """Text <-> tokens and the chat template: every model, and the tokenizer objects of the hf and
+    openai backends (hf_tokenizer.HFTokenizer, a GGUF vocabulary)."""
 
     def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]: ...
 
@@ -65,7 +94,15 @@ class LanguageModel(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
+    def eos_id(self) -> int | None: ...
+
     def render_chat(self, messages: list[dict]) -> str: ...
+
+
+class LanguageModel(Tokenizer, Protocol):
+    name: str
+    n_vocab: int
+    capabilities: Capabilities
 
     def session(self, n_seqs: int) -> Session: ...
 
@@ -91,7 +128,7 @@ class UsesTokenizer:
     """Text <-> tokens through ``self.tok``, for backends whose tokenizer is an object of its own
     (hf_tokenizer.HFTokenizer, or a GGUF vocabulary for the openai backend)."""
 
-    tok: object
+    tok: Tokenizer
 
     def tokenize(self, text: str, *, special: bool = False, bos: bool = False) -> list[int]:
         return self.tok.tokenize(text, special=special, bos=bos)
@@ -101,6 +138,9 @@ class UsesTokenizer:
 
     def is_eog(self, token: int) -> bool:
         return self.tok.is_eog(token)
+
+    def eos_id(self) -> int | None:
+        return self.tok.eos_id()
 
     def render_chat(self, messages: list[dict]) -> str:
         return self.tok.render_chat(messages)
@@ -125,9 +165,5 @@ def reusable_prefix(known: Sequence[int], tokens: Sequence[int], have_logits: bo
     return min(keep, len(tokens) - 1)
 
 
-def detokenize(model: LanguageModel, tokens: Sequence[int]) -> str:
-    return b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
-
-
-__all__ = ["Capabilities", "LanguageModel", "Session", "SessionStats", "UsesTokenizer", "common_prefix",
-           "detokenize", "reusable_prefix"]
+__all__ = ["UNLISTED", "Capabilities", "LanguageModel", "Sampled", "Session", "SessionStats", "Tokenizer",
+           "UsesTokenizer", "common_prefix", "reusable_prefix"]

@@ -103,7 +103,7 @@ def _convert_locked(gguf: Path, out: Path) -> None:
 class HFModel(UsesTokenizer, ModelLifetime):
     """A transformers causal LM with a slot KV cache; sessions take slots, the batcher runs them."""
 
-    capabilities = Capabilities(fork=True, rewind=True)
+    capabilities = Capabilities()
 
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
@@ -446,7 +446,6 @@ class _Batcher:
 class HFSession:
     """Sequences of one solve, each in its own KV slot of the shared model."""
 
-    full_logits = True  # full logits come with every forward pass here: nothing to save
 
     def __init__(self, model: HFModel, n_seqs: int):
         self.model = model

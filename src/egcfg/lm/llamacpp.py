@@ -42,7 +42,7 @@ def _quiet_logs() -> None:
 class LlamaCppModel(ModelLifetime):
     """A GGUF model loaded once; sessions (contexts) are created per solve."""
 
-    capabilities = Capabilities(fork=True, rewind=True)
+    capabilities = Capabilities()
 
     def __init__(self, path: str | Path, n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
                  vocab_only: bool = False):
@@ -121,7 +121,8 @@ class LlamaCppModel(ModelLifetime):
         bos = L.llama_vocab_bos(self._vocab)
         return int(bos) if self._add_bos and bos >= 0 else None
 
-    def _special_text(self, token: int) -> str:
+    def special_text(self, token: int) -> str:
+        """A token's text with special tokens written out (``<|im_end|>``)."""
         if token < 0:
             return ""
         buf = ctypes.create_string_buffer(256)
@@ -136,8 +137,8 @@ class LlamaCppModel(ModelLifetime):
 
         formatter = Jinja2ChatFormatter(
             template=self._template,
-            eos_token=self._special_text(L.llama_vocab_eos(self._vocab)),
-            bos_token=self._special_text(L.llama_vocab_bos(self._vocab)),
+            eos_token=self.special_text(L.llama_vocab_eos(self._vocab)),
+            bos_token=self.special_text(L.llama_vocab_bos(self._vocab)),
             add_generation_prompt=True,
         )
         return formatter(messages=messages).prompt
@@ -148,8 +149,6 @@ class LlamaCppModel(ModelLifetime):
 
 class LlamaCppSession:
     """One llama.cpp context with ``n_seqs`` sequences sharing a unified KV cache."""
-
-    full_logits = True  # full logits come with every forward pass here: nothing to save
 
     def __init__(self, model: LlamaCppModel, n_seqs: int):
         params = L.llama_context_default_params()

@@ -42,8 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from ..guidance import UNLISTED
-from .base import Capabilities, ModelLifetime, SessionStats, UsesTokenizer, common_prefix
+from .base import UNLISTED, Capabilities, ModelLifetime, Sampled, SessionStats, UsesTokenizer, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class OpenAIModel(UsesTokenizer, ModelLifetime):
 
     # fork/rewind are bookkeeping only (the server keeps no state for us); next-token arrays hold a
     # server's top-k, not the whole vocabulary: guidance applies its top-k rule to them.
-    capabilities = Capabilities(fork=True, rewind=True, full_vocab=False)
+    capabilities = Capabilities(full_vocab=False, samples=True, partial_logits=True, refines=True)
 
     def __init__(self, base_url: str, model: str | None = None, tokenizer: str | None = None,
                  logprobs: int = 5, draft: int = 16, concurrency: int = 8, timeout: float = 120.0,
@@ -459,6 +458,11 @@ class OpenAISession:
                 out[seq] = dist
         return out
 
+    def set_full_logits(self, full: bool) -> None:
+        """False: only argmaxes of what sync/step return are used (gamma 0 or 1): drafts may be plain
+        text, each position listing one token, and ask the server for no log-probs."""
+        self.full_logits = full
+
     def refine(self, seqs: list[int]) -> dict[int, np.ndarray]:
         """Top-k log-probs at the current position of ``seqs`` (after argmax-only drafts disagreed):
         one token each, so that only this position pays for log-probs; the drafts stay."""
@@ -504,8 +508,6 @@ class OpenAISession:
         """``n`` sampled continuations of ``base_seq`` to ``horizon + 1`` lines, from the server's
         sampler: one request with ``n`` choices, then one request per choice still missing (for
         servers without ``n``), each with its own seed."""
-        from ..candidates import Sampled
-
         m = self.model
         tokens = list(self._tokens[base_seq])
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=n)]
@@ -584,7 +586,7 @@ class _GGUFTokenizer:
             self._m.tokenize, self._m.piece, self._m.is_eog, self._m.render_chat)
 
     def special_text(self, token: int) -> str:
-        return self._m._special_text(token)
+        return self._m.special_text(token)
 
     def eos_id(self) -> int | None:
         return self._m.eos_id()
