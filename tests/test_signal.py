@@ -1,5 +1,6 @@
 from egcfg.execution.sandbox import RunResult
-from egcfg.signal import HEADER, CandidateRuns, build_signal, imitates_signal
+from egcfg.execution.checks import CandidateRuns
+from egcfg.signal import HEADER, build_signal, imitates_signal
 
 
 def words(text):

@@ -23,11 +23,10 @@ events), then dropped, and the signal says how many candidates were left out.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable
 
+from .execution.checks import CandidateRuns
 from .execution.render import render_run
-from .execution.sandbox import RunResult
 
 HEADER = "### Runtime Behavior for Candidate Continuations"
 INTRO = (
@@ -38,18 +37,6 @@ INTRO = (
 # Marker lines of the signal; the engine stops if the model starts copying them into its code.
 MARKERS = (HEADER, "# Candidate ", "Invocation:", "Trace:", "Result: ")
 SHORT_TRACE = (8, 4)
-
-
-@dataclass(frozen=True)
-class CandidateRuns:
-    """One candidate program and its runs, one per visible test: (label, result)."""
-
-    program: str
-    runs: tuple[tuple[str, RunResult], ...]
-
-    @property
-    def traced(self) -> bool:
-        return any(result.status != "error" for _, result in self.runs)
 
 
 def _block(index: int, cand: CandidateRuns, limit: tuple[int, int] | None) -> str:

@@ -11,14 +11,26 @@ code on a task, each building typed sandbox jobs (``sandbox.Job``).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ..results import Stats
-from ..signal import CandidateRuns
 from ..task import Task
 from . import program as prog
 from .sandbox import Job, RunResult, Sandbox
 
 HIDDEN_TIMEOUT = 10.0  # seconds for all of a task's hidden asserts in one run
+
+
+@dataclass(frozen=True)
+class CandidateRuns:
+    """One candidate program and its runs, one per visible test: (label, result)."""
+
+    program: str
+    runs: tuple[tuple[str, RunResult], ...]
+
+    @property
+    def traced(self) -> bool:
+        return any(result.status != "error" for _, result in self.runs)
 
 
 def io_output_matches(actual: str, expected: str) -> bool:
