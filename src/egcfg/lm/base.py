@@ -30,6 +30,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..errors import EgcfgError
+
 
 @dataclass
 class SessionStats:
@@ -146,6 +148,66 @@ class UsesTokenizer:
         return self.tok.render_chat(messages)
 
 
+class TrackedSession:
+    """The bookkeeping every backend session shares, written once: the tokens each sequence holds,
+    the next-token array of its last position, the context limit, and what sync may keep. A backend
+    calls these around its own model work (``_plan_sync`` before a prefill, ``_synced`` after it;
+    ``_stepped`` after a batched step; ``_forked``/``_dropped`` with its cache operations)."""
+
+    def __init__(self, n_ctx: int):
+        self.n_ctx = n_ctx
+        self.stats = SessionStats()
+        self._tokens: dict[int, list[int]] = {}
+        self._logits: dict[int, np.ndarray] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - every backend defines its own
+        pass
+
+    def tokens(self, seq: int) -> list[int]:
+        return list(self._tokens.get(seq, ()))
+
+    def _check_context(self, length: int) -> None:
+        if length > self.n_ctx:
+            # (refused before the model sees it: llama.cpp aborts the process on positions past its context)
+            raise EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens ({length} tokens)")
+
+    def _plan_sync(self, seq: int, tokens: list[int]) -> int | None:
+        """How many cached tokens of ``seq`` a sync to ``tokens`` keeps (None: nothing to run)."""
+        if not tokens:
+            raise ValueError("cannot sync a sequence to no tokens")
+        self._check_context(len(tokens))
+        return reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
+
+    def _synced(self, seq: int, tokens: list[int], logits: np.ndarray) -> np.ndarray:
+        self._tokens[seq] = tokens
+        self._logits[seq] = logits
+        return logits
+
+    def _stepped(self, order: list[int], feeds: dict[int, int], arrays) -> dict[int, np.ndarray]:
+        out = {}
+        for seq, logits in zip(order, arrays):
+            self._tokens[seq].append(feeds[seq])
+            out[seq] = self._logits[seq] = logits
+        return out
+
+    def _forked(self, src: int, dst: int) -> None:
+        self._tokens[dst] = list(self._tokens[src])
+        if src in self._logits:
+            self._logits[dst] = self._logits[src]
+        else:
+            self._logits.pop(dst, None)
+
+    def _dropped(self, seq: int) -> None:
+        self._tokens.pop(seq, None)
+        self._logits.pop(seq, None)
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
@@ -166,4 +228,4 @@ def reusable_prefix(known: Sequence[int], tokens: Sequence[int], have_logits: bo
 
 
 __all__ = ["UNLISTED", "Capabilities", "LanguageModel", "Sampled", "Session", "SessionStats", "Tokenizer",
-           "UsesTokenizer", "common_prefix", "reusable_prefix"]
+           "TrackedSession", "UsesTokenizer", "common_prefix", "reusable_prefix"]

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from .base import Capabilities, ModelLifetime, SessionStats, UsesTokenizer, reusable_prefix
+from .base import Capabilities, ModelLifetime, TrackedSession, UsesTokenizer
 from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -443,16 +443,13 @@ class _Batcher:
             r.done.set()
 
 
-class HFSession:
+class HFSession(TrackedSession):
     """Sequences of one solve, each in its own KV slot of the shared model."""
 
-
     def __init__(self, model: HFModel, n_seqs: int):
+        super().__init__(model.n_ctx)
         self.model = model
         self._slots = model.take_slots(n_seqs)
-        self._tokens: dict[int, list[int]] = {}
-        self._logits: dict[int, np.ndarray] = {}
-        self.stats = SessionStats()
         self._open = True
         model.batcher.opened()
 
@@ -462,30 +459,14 @@ class HFSession:
             self.model.batcher.closed()
             self.model.give_slots(self._slots)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _slot(self, seq: int) -> int:
         if not 0 <= seq < len(self._slots):
             raise ValueError(f"sequence {seq} out of range (session of {len(self._slots)})")
         return self._slots[seq]
 
-    def _check(self, length: int) -> None:
-        if length > self.model.n_ctx:
-            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens")
-
-    def tokens(self, seq: int) -> list[int]:
-        return list(self._tokens.get(seq, ()))
-
     def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
-        if not tokens:
-            raise ValueError("cannot sync a sequence to no tokens")
-        self._check(len(tokens))
-        keep = reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
+        keep = self._plan_sync(seq, tokens)
         if keep is None:
             return self._logits[seq]
         todo = tokens[keep:]
@@ -494,33 +475,22 @@ class HFSession:
         logits = self.model.batcher.call(_Request("prefill", rows=[(self._slot(seq), keep, todo)]))
         self.stats.prefilled += len(todo)
         self.stats.batches += 1 + (len(todo) - 1) // PREFILL_CHUNK
-        self._tokens[seq] = tokens
-        self._logits[seq] = logits
-        return logits
+        return self._synced(seq, tokens, logits)
 
     def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
         order = sorted(feeds)
         for seq in order:
-            self._check(len(self._tokens[seq]) + 1)
+            self._check_context(len(self._tokens[seq]) + 1)
         rows = [(self._slot(seq), len(self._tokens[seq]), [feeds[seq]]) for seq in order]
         logits = self.model.batcher.call(_Request("step", rows=rows))
         self.stats.decoded += len(order)
         self.stats.batches += 1
-        out = {}
-        for i, seq in enumerate(order):
-            self._tokens[seq].append(feeds[seq])
-            out[seq] = self._logits[seq] = logits[i]
-        return out
+        return self._stepped(order, feeds, [logits[i] for i in range(len(order))])
 
     def fork(self, src: int, dst: int) -> None:
         n = len(self._tokens[src])
         self.model.batcher.call(_Request("copy", copy=(self._slot(src), self._slot(dst), n)))
-        self._tokens[dst] = list(self._tokens[src])
-        if src in self._logits:
-            self._logits[dst] = self._logits[src]
-        else:
-            self._logits.pop(dst, None)
+        self._forked(src, dst)
 
     def drop(self, seq: int) -> None:
-        self._tokens.pop(seq, None)
-        self._logits.pop(seq, None)
+        self._dropped(seq)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EgcfgError
-from .base import Capabilities, ModelLifetime, SessionStats, reusable_prefix
+from .base import Capabilities, ModelLifetime, TrackedSession
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # before the import sets its callback
 
@@ -147,10 +147,11 @@ class LlamaCppModel(ModelLifetime):
         return LlamaCppSession(self, n_seqs)
 
 
-class LlamaCppSession:
+class LlamaCppSession(TrackedSession):
     """One llama.cpp context with ``n_seqs`` sequences sharing a unified KV cache."""
 
     def __init__(self, model: LlamaCppModel, n_seqs: int):
+        super().__init__(model.n_ctx)
         params = L.llama_context_default_params()
         params.n_ctx = model.n_ctx
         params.n_batch = model.n_batch
@@ -169,10 +170,7 @@ class LlamaCppSession:
             raise EgcfgError("llama.cpp could not create a context (out of memory?)")
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(model.n_batch, 0, 1)
-        self._tokens: dict[int, list[int]] = {}
-        self._logits: dict[int, np.ndarray] = {}
         self.n_seqs = n_seqs
-        self.stats = SessionStats()
 
     def close(self) -> None:
         if self._ctx:
@@ -180,20 +178,9 @@ class LlamaCppSession:
             L.llama_free(self._ctx)
             self._ctx = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def tokens(self, seq: int) -> list[int]:
-        return list(self._tokens.get(seq, ()))
-
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
         """items: (token, position, seq, want_logits). Raises if llama.cpp refuses the batch."""
-        if max(pos for _, pos, _, _ in items) >= self.model.n_ctx:
-            # llama.cpp aborts the process on positions past the context: refuse before it does.
-            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens")
+        self._check_context(max(pos for _, pos, _, _ in items) + 1)
         b = self._batch
         for i, (tok, pos, seq, want) in enumerate(items):
             b.token[i] = tok
@@ -214,12 +201,7 @@ class LlamaCppSession:
 
     def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
-        if not tokens:
-            raise ValueError("cannot sync a sequence to no tokens")
-        if len(tokens) > self.model.n_ctx:  # refuse before prefilling the part that fits (minutes on a CPU)
-            raise EgcfgError(f"a sequence would exceed the model context of {self.model.n_ctx} tokens "
-                             f"({len(tokens)} tokens)")
-        keep = reusable_prefix(self._tokens.get(seq, []), tokens, seq in self._logits)
+        keep = self._plan_sync(seq, tokens)  # (refused before prefilling the part that fits: minutes on a CPU)
         if keep is None:
             return self._logits[seq]
         if not L.llama_memory_seq_rm(self._mem, seq, keep, -1):
@@ -232,29 +214,19 @@ class LlamaCppSession:
             last = start + len(chunk) == len(todo)
             self._decode([(tok, keep + start + i, seq, last and i == len(chunk) - 1) for i, tok in enumerate(chunk)])
         self.stats.prefilled += len(todo)
-        self._tokens[seq] = tokens
-        logits = self._read_logits(len(chunk) - 1)  # the only position of the last chunk with logits
-        self._logits[seq] = logits
-        return logits
+        return self._synced(seq, tokens, self._read_logits(len(chunk) - 1))  # the last chunk's one position with logits
 
     def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
         order = sorted(feeds)
         self._decode([(feeds[seq], len(self._tokens[seq]), seq, True) for seq in order])
         self.stats.decoded += len(order)
-        out = {}
-        for i, seq in enumerate(order):
-            self._tokens[seq].append(feeds[seq])
-            out[seq] = self._logits[seq] = self._read_logits(i)
-        return out
+        return self._stepped(order, feeds, [self._read_logits(i) for i in range(len(order))])
 
     def fork(self, src: int, dst: int) -> None:
         L.llama_memory_seq_rm(self._mem, dst, -1, -1)
         L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        self._tokens[dst] = list(self._tokens[src])
-        if src in self._logits:
-            self._logits[dst] = self._logits[src]
+        self._forked(src, dst)
 
     def drop(self, seq: int) -> None:
         L.llama_memory_seq_rm(self._mem, seq, -1, -1)
-        self._tokens.pop(seq, None)
-        self._logits.pop(seq, None)
+        self._dropped(seq)

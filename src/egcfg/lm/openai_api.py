@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
-from .base import UNLISTED, Capabilities, ModelLifetime, Sampled, SessionStats, UsesTokenizer, common_prefix
+from .base import UNLISTED, Capabilities, ModelLifetime, Sampled, TrackedSession, UsesTokenizer, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -395,20 +395,16 @@ class OpenAIModel(UsesTokenizer, ModelLifetime):
         return [texts[i] for i in sorted(texts)][:n], received
 
 
-class OpenAISession:
+class OpenAISession(TrackedSession):
     """Sequences as token lists; next-token log-probs from drafts, requested when a draft runs out."""
 
     def __init__(self, model: OpenAIModel, n_seqs: int):
+        super().__init__(model.n_ctx)
         self.model = model
         self.n_seqs = n_seqs
-        self._tokens: dict[int, list[int]] = {}
         self._drafts: dict[int, _Draft] = {}
         self._length: dict[int, int] = {}
-        self.stats = SessionStats()
         self.full_logits = True
-
-    def tokens(self, seq: int) -> list[int]:
-        return list(self._tokens.get(seq, ()))
 
     def _cached(self, seq: int) -> np.ndarray | None:
         draft, toks = self._drafts.get(seq), self._tokens[seq]
@@ -495,12 +491,12 @@ class OpenAISession:
         return self._next(list(feeds))
 
     def fork(self, src: int, dst: int) -> None:
-        self._tokens[dst] = list(self._tokens[src])
+        self._forked(src, dst)
         if src in self._drafts:
             self._drafts[dst] = self._drafts[src]
 
     def drop(self, seq: int) -> None:
-        self._tokens.pop(seq, None)
+        self._dropped(seq)
         self._drafts.pop(seq, None)
 
     def sample_continuations(self, base_seq: int, n: int, temperature: float, top_p: float, horizon: int,
