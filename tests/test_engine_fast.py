@@ -91,3 +91,27 @@ def test_other_gammas_feed_both_branches_on_guided_lines(sandbox, gamma):
     guided = [feeds for feeds in session.feeds if DYN in feeds]
     assert guided and all(SOL in feeds for feeds in guided)
     assert result.code == CODE
+
+
+def test_several_agents_run_in_turn_until_one_passes(sandbox):
+    """solve(agents=...): the first agent that passes ends the task; its attempt is the final one."""
+    from egcfg import solve
+    from egcfg.agents import paper_grid
+
+    agents = paper_grid(3, Config(gammas=(0.0, 1.0), max_tokens=40))
+    passing = solve(TASK, model=ScriptedModel(SCRIPT), sandbox=sandbox, agents=agents)
+    assert passing.passed and [a.agent for a in passing.attempts] == [agents[0].name]  # greedy passed at once
+    assert passing.agent == agents[0].name and passing.to_dict()["agent"] == agents[0].name
+    failing_task = task_from_dict({"task_id": "fake/fails", "prompt": "Write triple(x).", "entry_point": "triple",
+                                   "tests": ["assert triple(2) == 7"]})
+    failing = solve(failing_task, model=ScriptedModel(SCRIPT), sandbox=sandbox, agents=agents)
+    assert not failing.passed
+    assert [(a.agent, a.gamma) for a in failing.attempts] == [(ag.name, g) for ag in agents for g in (0.0, 1.0)]
+
+
+def test_solve_agents_flag_errors_are_one_line(egcfg_cli):
+    for args, words in ((["--agents", "0"], "--agents must be at least 1"),
+                        (["--agents", "2", "--agents-file", "x.json"], "not both"),
+                        (["--agents-file", "/nonexistent.json"], "no such file")):
+        res = egcfg_cli("solve", "examples/second_smallest.json", *args)
+        assert res.returncode == 2 and words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
