@@ -135,3 +135,14 @@ def test_stdin_lines_after_the_job(sandbox):
     r = sandbox.run("import sys\nfirst = sys.stdin.buffer.readline()\nprint(first.strip().decode(), input())\n",
                     stdin="ab\ncd\n", trace=False)
     assert r.status == "completed" and r.stdout == "ab cd\n"
+
+
+def test_traces_hold_no_memory_addresses(sandbox):
+    """Reprs like <range_iterator object at 0x7f...> change with every process: traced runs of the
+    same program must give the same events (and so the same signal) every time."""
+    program = ("class A:\n    pass\n\ndef f(n):\n    a = A()\n    it = iter(range(n))\n    fn = f\n"
+               "    return [a, it, fn]\n")
+    first, second = sandbox.run(program, "f(3)"), sandbox.run(program, "f(3)")
+    assert first.status == "returned" and first.events == second.events and first.value == second.value
+    assert " at 0x" not in repr(first.events) + first.value
+    assert "<__main__.A object>" in first.value and "<function f>" in first.value and "range_iterator" in first.value

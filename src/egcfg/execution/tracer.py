@@ -51,6 +51,23 @@ _repr.maxlevel = 3
 _repr.maxlong = 40
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def without_addresses(text):
+    """Drop memory addresses (" at 0x7fa8fee01680") from a repr: they change with every process
+    (address-space randomization), so a trace holding them would differ from run to run, and the
+    model would condition on noise. No regular expressions: ``re`` is not loaded in ``-I -S``."""
+    i = text.find(" at 0x")
+    while i != -1:
+        j = i + 6
+        while j < len(text) and text[j] in _HEX:
+            j += 1
+        text = text[:i] + text[j:]
+        i = text.find(" at 0x", i)
+    return text
+
+
 def short(value):
     try:
         text = _repr.repr(value)
@@ -58,6 +75,7 @@ def short(value):
         raise  # the run's time is up: never swallow it here
     except BaseException as exc:  # a hostile __repr__ must not break tracing
         text = "<repr failed: %s>" % type(exc).__name__
+    text = without_addresses(text)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
