@@ -146,3 +146,12 @@ def test_traces_hold_no_memory_addresses(sandbox):
     assert first.status == "returned" and first.events == second.events and first.value == second.value
     assert " at 0x" not in repr(first.events) + first.value
     assert "<__main__.A object>" in first.value and "<function f>" in first.value and "range_iterator" in first.value
+
+
+def test_exception_messages_and_shown_output_hold_no_addresses(sandbox):
+    program = "class A:\n    pass\n\ndef f():\n    print(A())\n    raise ValueError(A())\n"
+    result = sandbox.run(program, "f()")
+    assert result.status == "raised" and result.exception == "ValueError: <__main__.A object>"
+    assert " at 0x" in result.stdout  # the program's own output is kept as it printed it ...
+    shown = render_run(program, result, "Invocation: f()")
+    assert "Output:\n<__main__.A object>" in shown and " at 0x" not in shown  # ... the signal shows it without

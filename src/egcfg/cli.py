@@ -12,16 +12,15 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from dataclasses import fields
-
 from .agents import GRID_FIELDS
-from .config import FLAGS, HELP, SHORT, Config, check_timeout
 from .bench.protocol import PROTOCOLS
-from .prompts import STYLES
+from .config import FLAGS, HELP, SHORT, Config, check_timeout
 from .errors import BackendFailure, EgcfgError
+from .prompts import STYLES
 from .terminal import safe
 
 log = logging.getLogger("egcfg")
@@ -50,7 +49,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
             continue
         flag = "--" + FLAGS.get(f.name, f.name.replace("_", "-"))
         default = getattr(defaults, f.name)
-        names_ = [flag] + ([SHORT[f.name]] if f.name in SHORT else [])
+        option_strings = [flag] + ([SHORT[f.name]] if f.name in SHORT else [])
         kwargs = {"dest": f.name, "default": default, "help": HELP[f.name]}
         if f.name == "gammas":
             kwargs["type"] = _floats
@@ -62,7 +61,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
         if f.type != "bool" and f.name != "gammas":
             kwargs["help"] += f" (default {default})"
-        parser.add_argument(*names_, **kwargs)
+        parser.add_argument(*option_strings, **kwargs)
 
 
 def config_from_args(args, base: Config | None = None) -> Config:
@@ -166,8 +165,6 @@ def _task_from_args(args, problems: list[str]) -> list:
         raise EgcfgError("--prompt needs at least one --test \"assert ...\"")
     return [task_from_dict({"task_id": args.task_id, "prompt": args.prompt, "entry_point": args.entry_point,
                             "tests": args.test}, "command line")]
-
-
 
 
 def _print_explain(result) -> None:

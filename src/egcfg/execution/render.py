@@ -13,6 +13,7 @@ The format is compact and the same every time:
 from __future__ import annotations
 
 from .sandbox import RunResult
+from .tracer import without_addresses
 
 SOURCE_WIDTH = 36
 MAX_DEPTH_INDENT = 4
@@ -83,7 +84,9 @@ def render_run(program: str, result: RunResult, label: str, limit: tuple[int, in
     parts = [label, "Trace:"]
     parts += render_events(program, result.events, limit) or ["  (no traced lines)"]
     parts.append(outcome(result))
-    out = result.stdout.strip("\n")
+    # The output as the signal shows it: without memory addresses a printed object may hold (they
+    # change with every process). The run's own stdout, which stdin tests compare, is untouched.
+    out = without_addresses(result.stdout.strip("\n"))
     if out:
         if len(out) > max_output:
             out = out[:max_output] + f"... [{len(out) - max_output} more characters]"

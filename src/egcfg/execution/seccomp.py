@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import tempfile
 
 from ..errors import EgcfgError
@@ -124,8 +123,9 @@ def filter_program() -> bytes:
     return program
 
 
+@functools.lru_cache(maxsize=1)
 def filter_hex() -> str:
-    """The program as hex, for the tracer's command line."""
+    """The program as hex, for the tracer's command line (asked for at every sandbox start)."""
     return filter_program().hex()
 
 
@@ -137,11 +137,3 @@ def describe() -> str:
         return f"unavailable: {exc}"
     return (f"seccomp BPF from libseccomp, {n} instructions, on every run: EPERM for "
             f"{len(blocked_syscalls())} syscalls ({', '.join(blocked_syscalls()[:6])}, ...; see the README)")
-
-
-def kernel_supports_seccomp() -> bool:
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            return any(line.startswith("Seccomp:") for line in status)
-    except OSError:
-        return os.path.exists("/proc/sys/kernel/seccomp")

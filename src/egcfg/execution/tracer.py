@@ -222,6 +222,7 @@ def describe(exc_type, exc_value):
         raise
     except BaseException:
         message = "<unprintable>"
+    message = without_addresses(message)  # (messages quote reprs too)
     if len(message) > 200:
         message = message[:197] + "..."
     return "%s: %s" % (getattr(exc_type, "__name__", "Exception"), message) if message else getattr(exc_type, "__name__", "Exception")
