@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/export.py runs/humaneval-baseline runs/mbpp100-baseline ...
 
 For each run folder: benchmarks/results/runs/<folder name>.json (the report with every agent's
-settings, plus one row per task: final program's hidden verdict, agent, gamma, seconds) and .md (the headline table with command,
+settings, plus one row per task: the final program itself, its hidden verdict, agent, gamma, seconds) and .md (the headline table with command,
 date, machine, model). Then benchmarks/results/summary.json is regenerated from every exported run:
 a list of {"benchmark", "protocol", "method", "agents", "model", "tasks", "pass_at_1"}.
 """
@@ -27,7 +27,8 @@ def export(folder: Path) -> Path:
         summary = summarize(store)
         tasks = [{"task_id": t["task_id"], "passed_hidden": bool(t["passed_hidden"]), "passed_visible": bool(t["passed_visible"]),
                   "final_agent": t["final_agent"], "final_gamma": t["final_gamma"],
-                  "seconds": round(t["stats"].get("seconds_total", 0.0), 2)} for t in store.tasks()]
+                  "seconds": round(t["stats"].get("seconds_total", 0.0), 2),
+                  "final_code": t["code"]} for t in store.tasks()]
         # the full agent settings, so a run can be repeated even after a default changed
         summary["agent_configs"] = store.meta().get("agents")
     finally:
