@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from egcfg.choice import HostPicks
 from egcfg.lm.base import Capabilities, SessionStats
 
 EOS = 256
@@ -52,31 +53,35 @@ class ScriptedModel:
         return out
 
 
-class ScriptedSession:
+class ScriptedSession(HostPicks):
     def __init__(self, model: ScriptedModel):
         self.model = model
         self.seqs: dict[int, list[int]] = {}
+        self._logits: dict[int, np.ndarray] = {}
         self.stats = SessionStats()
 
-    def sync(self, seq, tokens):
+    def sync(self, seq, tokens, fetch=True):
         self.seqs[seq] = list(tokens)
         self.stats.prefilled += len(tokens)
-        return self.model.logits(self.seqs[seq])
+        self._logits[seq] = self.model.logits(self.seqs[seq])
+        return self._logits[seq]
 
     def step(self, feeds):
         out = {}
         for seq, token in feeds.items():
             self.seqs[seq].append(token)
-            out[seq] = self.model.logits(self.seqs[seq])
+            out[seq] = self._logits[seq] = self.model.logits(self.seqs[seq])
         self.stats.decoded += len(feeds)
         self.stats.batches += 1
         return out
 
     def fork(self, src, dst):
         self.seqs[dst] = list(self.seqs[src])
+        self._logits[dst] = self._logits[src]
 
     def drop(self, seq):
         self.seqs.pop(seq, None)
+        self._logits.pop(seq, None)
 
     def tokens(self, seq):
         return list(self.seqs.get(seq, []))

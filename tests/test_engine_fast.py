@@ -18,9 +18,9 @@ class RecordingSession(ScriptedSession):
         super().__init__(model)
         self.syncs, self.feeds = [], []
 
-    def sync(self, seq, tokens):
+    def sync(self, seq, tokens, fetch=True):
         self.syncs.append((seq, list(tokens)))
-        return super().sync(seq, tokens)
+        return super().sync(seq, tokens, fetch)
 
     def step(self, feeds):
         self.feeds.append(dict(feeds))

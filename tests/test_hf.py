@@ -183,3 +183,29 @@ def test_a_closed_model_fails_fast_instead_of_hanging(model_path):
     m.close()
     with pytest.raises(BackendFailure, match="closed"):
         s.step({0: 4})
+
+
+def test_device_picks_equal_host_picks(hf_model):
+    """Greedy, guided (every gamma of the grid and past it) and sampled picks chosen on the device
+    (torch_picks.py) are the tokens choice.pick_on_host chooses from the same logits, including the
+    full-sort fallback (top_p over the top 1024's mass) and top_p 1; step_pick equals step + pick."""
+    from egcfg.choice import Pick, pick_on_host
+
+    m = hf_model
+    ids = prompt_ids(m, "Write a function that reverses a list.")
+    s = m.session(3)
+    try:
+        host = {0: s.sync(0, ids), 1: s.sync(1, ids[:-6] + [9, 10, 11])}
+        picks = [Pick(0), Pick(1)] + [Pick(0, dyn=1, gamma=g) for g in (0.0, 0.25, 0.5, 1.0, 1.5, 3.0)]
+        rng = np.random.default_rng(3)
+        for t, p in ((0.7, 0.95), (1.5, 0.95), (1.0, 1.0), (2.0, 0.999), (0.3, 0.5)):
+            picks += [Pick(seq, temperature=t, top_p=p, u=float(rng.random())) for seq in (0, 1) for _ in range(6)]
+        want = [pick_on_host(host, p) for p in picks]
+        assert s.pick(picks) == want
+        assert len(set(want[8:])) > 3  # the draws do sample different tokens
+        nxt = want[0]
+        s.fork(0, 2)
+        stepped = s.step_pick({0: nxt}, [Pick(0), Pick(2)])
+        assert stepped == [int(np.argmax(reference(m, ids + [nxt]))), want[0]]
+    finally:
+        s.close()

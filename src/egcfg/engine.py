@@ -31,11 +31,11 @@ import numpy as np
 
 from . import prompts
 from .candidates import sample_continuations
+from .choice import Pick
 from .config import Config
 from .execution import program as prog
 from .execution.checks import TracedRuns, check_visible
 from .execution.sandbox import Sandbox
-from .guidance import guided_argmax
 from .lines import LineTracker
 from .lm.base import LanguageModel
 from .results import Attempt, LineRecord, Stats
@@ -49,13 +49,15 @@ SOL, DYN, FIRST_CANDIDATE = 0, 1, 2
 
 @dataclass
 class _Branches:
-    """The two branches' next-token arrays during one attempt. ``dyn`` is set while the current
-    line has a signal; ``sol_stale`` means SOL lags behind the decoded tokens (left behind at γ 1,
-    where it does not influence the choice, and caught up in one prefill when it is needed)."""
+    """The state of the two branches during one attempt. ``guided``: DYN holds the current line's
+    signal. ``sol_stale``: SOL lags behind the decoded tokens (left behind at γ 1, where it does not
+    influence the choice, and caught up in one prefill when it is needed). ``next``: the token the
+    last step already picked for the state after it (None: pick again), so that a decoding step is
+    one round trip to the backend."""
 
-    sol: np.ndarray
-    dyn: np.ndarray | None = None
+    guided: bool = False
     sol_stale: bool = False
+    next: int | None = None
     record: LineRecord | None = None
     lines: list[LineRecord] = field(default_factory=list)
 
@@ -114,23 +116,24 @@ class Generator:
         caps = self.model.capabilities
         if caps.partial_logits:
             session.set_full_logits(not 0.0 <= gamma <= 1.0)
-        refine = session.refine if caps.refines and 0.0 < gamma < 1.0 else None
         prefilled_before = session.stats.prefilled
         lines = LineTracker(self.task.entry_point, self.task.is_io, self.start, cfg.max_line_tokens)
         generated: list[int] = []
         stop_reason, cut = "max_tokens", None
         try:
             t0 = time.perf_counter()
-            b = _Branches(sol=session.sync(SOL, self.prefix + self.suffix))  # reuses an earlier attempt's prompt
+            session.sync(SOL, self.prefix + self.suffix, fetch=False)  # reuses an earlier attempt's prompt
+            b = _Branches()
             stats.seconds_prefill += time.perf_counter() - t0
             while len(generated) < cfg.max_tokens:
                 if lines.at_boundary and cancelled is not None and cancelled():
                     stop_reason = "cancelled"
                     break
-                if lines.at_boundary and lines.active and guide and b.dyn is None:
+                if lines.at_boundary and lines.active and guide and not b.guided:
                     self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
                 t0 = time.perf_counter()
-                token = self._choose(session, b, generated, gamma, refine, stats)
+                token = b.next if b.next is not None else self._choose(session, b, generated, gamma, stats)
+                b.next = None
                 if self.model.is_eog(token):
                     stop_reason = "eos"
                     break
@@ -139,7 +142,7 @@ class Generator:
                 if newline:
                     self._line_done(b, lines, stats)
                     if stop is None:
-                        b.dyn = None  # the signal is refreshed at the next line boundary
+                        b.guided = False  # the signal is refreshed at the next line boundary
                 if stop:
                     stop_reason, cut = stop.reason, stop.cut
                     break
@@ -158,50 +161,54 @@ class Generator:
     def _refresh_line(self, session, b: _Branches, generated: list[int], text: bytes, rng, stats: Stats) -> None:
         """At a line boundary with guidance on: new candidates, traces and signal; DYN re-synced."""
         if b.sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
-            b.sol, b.sol_stale = self._catch_up(session, generated, stats), False
-        b.dyn, b.record = self._refresh(session, b.sol, generated, text, rng, stats, len(b.lines) + 1)
+            self._catch_up(session, generated, stats)
+            b.sol_stale = False
+        b.guided, b.record = self._refresh(session, generated, text, rng, stats, len(b.lines) + 1)
+        b.next = None  # picked before the signal existed
         if b.record is not None:
             b.lines.append(b.record)
 
-    def _choose(self, session, b: _Branches, generated: list[int], gamma: float, refine, stats: Stats) -> int:
-        """The next token: greedy on SOL without a signal, the guidance rule with one (γ 1: DYN alone)."""
-        if b.dyn is not None and gamma == 1.0:
-            return int(np.argmax(b.dyn))  # gamma 1: the rule reduces to p_dyn alone
+    @staticmethod
+    def _rule(b: _Branches, gamma: float) -> Pick | None:
+        """How the next token is picked in the current state (None: SOL must catch up first)."""
+        if b.guided and gamma == 1.0:
+            return Pick(DYN)  # gamma 1: the rule reduces to p_dyn alone
         if b.sol_stale:
-            b.sol, b.sol_stale = self._catch_up(session, generated, stats), False
-        if b.dyn is None:
-            return int(np.argmax(b.sol))
-        if refine is not None and np.argmax(b.sol) != np.argmax(b.dyn):
-            better = refine([SOL, DYN])
-            b.sol, b.dyn = better[SOL], better[DYN]
-        return guided_argmax(b.sol, b.dyn, gamma, topk=not self.model.capabilities.full_vocab)
+            return None
+        return Pick(SOL, dyn=DYN, gamma=gamma) if b.guided else Pick(SOL)
+
+    def _choose(self, session, b: _Branches, generated: list[int], gamma: float, stats: Stats) -> int:
+        """The next token: greedy on SOL without a signal, the guidance rule with one (γ 1: DYN alone)."""
+        rule = self._rule(b, gamma)
+        if rule is None:
+            self._catch_up(session, generated, stats)
+            b.sol_stale = False
+            rule = self._rule(b, gamma)
+        return session.pick([rule])[0]
 
     @staticmethod
     def _line_done(b: _Branches, lines: LineTracker, stats: Stats) -> None:
         """A token completed a line: its record (for --explain) gets the line as decoded."""
         if b.record is not None:
             b.record.chosen = lines.last_completed_line()
-            b.record.guided = b.dyn is not None
+            b.record.guided = b.guided
             if b.record.guided:
                 stats.guided_lines += 1
             b.record = None
 
-    @staticmethod
-    def _advance(session, b: _Branches, token: int, gamma: float, stats: Stats) -> None:
-        """Feed the chosen token to the branches that need it, in one batched step."""
+    def _advance(self, session, b: _Branches, token: int, gamma: float, stats: Stats) -> None:
+        """Feed the chosen token to the branches that need it and pick the next token, in one
+        batched step (the pick is dropped if a line boundary brings a new signal)."""
         # At gamma 1 the unconditional branch does not influence the choice: leave SOL behind
         # and catch it up with one batched prefill at the line boundary (cheaper per token).
-        dyn_only = b.dyn is not None and gamma == 1.0
-        feeds = {} if dyn_only else {SOL: token}
-        if b.dyn is not None:
-            feeds[DYN] = token
-        out = session.step(feeds) if feeds else {}
-        if SOL in out:
-            b.sol = out[SOL]
-        else:
+        if b.guided and gamma == 1.0:
             b.sol_stale = True
-        if b.dyn is not None:
-            b.dyn = out[DYN]
+        feeds = {} if b.sol_stale else {SOL: token}  # a stale SOL catches up later, all at once
+        if b.guided:
+            feeds[DYN] = token
+        rule = self._rule(b, gamma)
+        picked = session.step_pick(feeds, [rule] if rule is not None else [])
+        b.next = picked[0] if picked else None
         stats.tokens_decoded += len(feeds)
 
     def _finish(self, gamma: float, code: str, stop_reason: str, has_tests: bool, stats: Stats) -> Attempt:
@@ -215,11 +222,10 @@ class Generator:
                        tests_total=len(tests) or len(self.task.tests) or len(self.task.io_tests),
                        stop_reason=stop_reason, stats=stats, test_results=tests)
 
-    def _catch_up(self, session, generated: list[int], stats: Stats) -> np.ndarray:
+    def _catch_up(self, session, generated: list[int], stats: Stats) -> None:
         t0 = time.perf_counter()
-        logits = session.sync(SOL, self.prefix + self.suffix + generated)
+        session.sync(SOL, self.prefix + self.suffix + generated, fetch=False)
         stats.seconds_guided += time.perf_counter() - t0
-        return logits
 
     def _final_code(self, body: str) -> str:
         code = prog.strip_fences(body).rstrip() + "\n"
@@ -228,15 +234,15 @@ class Generator:
         repaired = prog.repair(code)
         return repaired if repaired is not None else code
 
-    def _refresh(self, session, sol_logits, generated, text: bytes, rng, stats: Stats, line_no: int):
-        """Sample candidates, trace them, build the signal and sync DYN. Returns (dyn logits|None, record)."""
+    def _refresh(self, session, generated, text: bytes, rng, stats: Stats, line_no: int):
+        """Sample candidates, trace them, build the signal and sync DYN. Returns (guided, record)."""
         cfg = self.config
         stats.refreshes += 1
         code_so_far = self.start + text.decode("utf-8", "replace")
         t0 = time.perf_counter()
         sampled = sample_continuations(
             self.model, session, SOL, list(range(FIRST_CANDIDATE, FIRST_CANDIDATE + cfg.candidates)),
-            cfg.temperature, cfg.top_p, cfg.horizon, cfg.max_line_tokens * (cfg.horizon + 1), rng, sol_logits)
+            cfg.temperature, cfg.top_p, cfg.horizon, cfg.max_line_tokens * (cfg.horizon + 1), rng)
         stats.seconds_sampling += time.perf_counter() - t0
         stats.candidate_tokens += sampled.tokens
         programs = sorted({p for p in (prog.make_candidate(code_so_far, c) for c in sampled.texts) if p})
@@ -244,13 +250,13 @@ class Generator:
         signal = build_signal(runs, self.count_tokens, cfg.signal_budget)
         record = LineRecord(line=line_no, candidates=programs, signal=signal)
         if signal is None:
-            return None, record
+            return False, record
         t0 = time.perf_counter()
         dyn = self.prefix + self.model.tokenize(self.parts.signal_segment(signal)) + self.suffix + generated
         before = session.stats.prefilled
         if not session.tokens(DYN):
             session.fork(SOL, DYN)  # share the prompt prefix: DYN prefills only signal + suffix + code
-        logits = session.sync(DYN, dyn)
+        session.sync(DYN, dyn, fetch=False)
         stats.seconds_guided += time.perf_counter() - t0
         log.debug("line %d: signal of %d tokens, DYN re-prefilled %d tokens", line_no, len(dyn), session.stats.prefilled - before)
-        return logits, record
+        return True, record

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lm.base import UNLISTED  # noqa: F401  (re-exported: the rule for top-k arrays lives here)
-
+# The value a server-backed session gives every token its top-k list leaves out (lm/base.py re-exports it).
+UNLISTED = -1.0e4
 _LISTED = UNLISTED / 2
 
 

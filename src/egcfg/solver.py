@@ -52,6 +52,8 @@ def run_schedule(generator: Generator, gammas: tuple[float, ...], traces: Traced
         if cancelled is not None and cancelled():
             break
         attempt = reuse(gamma) if reuse is not None else None
+        if attempt is None and cancelled is not None and cancelled():
+            break  # (reuse may have waited for another agent's greedy attempt, which solved the task)
         if attempt is None:
             try:
                 attempt = generator.run(gamma, traces=traces, stats=Stats(), cancelled=cancelled)

@@ -2,10 +2,13 @@
 
 Unit of work: one agent's gamma schedule on one task. Units of a task run in parallel worker
 processes (``workers`` > 1, each with its own model) or one after another in this process. With
-``concurrency`` > 1, that many *tasks* run at once in threads of one process, sharing one model
+``concurrency`` > 1, that many *units* run at once in threads of one process, sharing one model
 and one sandbox pool: the transformers backend batches their decoding steps into shared forward
 passes (the way to use a GPU), while their executions spread over the CPU cores; with ``workers``
-> 1 as well, each of that many processes runs ``concurrency`` task threads with its own model. When a
+> 1 as well, each of that many processes runs ``concurrency`` unit threads with its own model.
+Units are taken best-first from a window of open tasks (``_Units``): first agents first, so a task's
+later agents run only once the earlier ones failed, except at the end of a run, where the last
+open tasks run their remaining agents side by side instead of one after another. When a
 unit's program passes (visible tests; hidden tests under the ``paper`` protocol), the task is marked
 solved and the other units stop at their next line boundary. Every attempt is written to the store
 at once; a resumed run reuses stored attempts and finished tasks.
@@ -58,7 +61,7 @@ class _Worker:
     """Model + sandbox of one process; runs units."""
 
     def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float, sessions: int = 1,
-                 seqs: int = 5, n_ctx: int | None = None):
+                 seqs: int = 5, n_ctx: int | None = None, profile_to=None):
         from ..lm import load_model
 
         options = {"n_threads": threads} if threads else {}
@@ -68,26 +71,59 @@ class _Worker:
             options["slots"] = sessions * seqs  # the hf backend's KV slots: one per sequence in flight
         self.model = load_model(model_spec, **options)
         self.sandbox = Sandbox(Limits(timeout=run_timeout))
+        self.profile_to = profile_to
 
     def close(self) -> None:
         self.sandbox.close()
+        self._write_profile()
         self.model.close()
 
+    def _write_profile(self) -> None:
+        """A backend that keeps a profile (the hf batcher: forwards, shapes, seconds per phase)
+        leaves it in the run folder as ``profile-<pid>.json``, for benchmarks/gpu_grid.py."""
+        if self.profile_to is None or not hasattr(self.model, "profile"):
+            return
+        import json
+        from pathlib import Path
+
+        try:
+            data = {"pid": os.getpid(), "model": self.model.describe(), **self.model.profile()}
+            (Path(self.profile_to) / f"profile-{os.getpid()}.json").write_text(json.dumps(data))
+        except OSError as exc:  # a full or read-only disk: the results matter more than the profile
+            log.warning("could not write the backend profile: %s", exc)
+
     def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,
-                 policy: FirstPass, halted: Callable[[], bool] = lambda: False) -> None:
+                 policy: FirstPass, halted: Callable[[], bool] = lambda: False,
+                 greedy_locks: dict | None = None) -> None:
         """One agent's gamma schedule on one task (solver.run_schedule), with the store behind it:
         attempts a resumed run already has are reused, except those that ended in an error (a
         server that refused a request, a full context), which are computed again and replaced;
         every new attempt is stored at once; under the paper protocol an attempt passes by its
-        hidden tests. A pass marks the task solved for the other agents (``policy``)."""
+        hidden tests. A pass marks the task solved for the other agents (``policy``).
+
+        ``greedy_locks`` (one dict per task, shared by the task's units in threads): the greedy
+        attempt, shared by agents of one prompt style, is decoded by the first unit that needs it
+        while the others wait for it and copy it, instead of each decoding it at once."""
         rows = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
         failed = {g for g, a in rows.items() if _ended_in_error(a)}
         stored = {g: a for g, a in rows.items() if g not in failed}
+        held: list = []
 
         def reuse(gamma: float) -> Attempt | None:
             if gamma in stored:  # resumed run: this attempt is already on disk
                 return _attempt_from_row(stored[gamma])
-            return self._reuse_greedy(store, task, agent, agents, gamma)
+            if gamma == 0.0 and greedy_locks is not None and not agent.config.always_refresh:
+                lock = greedy_locks.setdefault(_greedy_key(agent), threading.Lock())
+                lock.acquire()  # held until this unit has stored its greedy attempt (or gave up)
+                held.append(lock)
+            found = self._reuse_greedy(store, task, agent, agents, gamma)
+            if found is not None:
+                release()
+            return found
+
+        def release() -> None:
+            while held:
+                held.pop().release()
 
         def record(attempt: Attempt) -> bool:
             if attempt.gamma in stored:
@@ -99,6 +135,7 @@ class _Worker:
                 if protocol == "paper":
                     ok = score_hidden(attempt.code, task, self.sandbox)["passed"]
                     store.set_attempt_hidden(task.task_id, agent.name, attempt.gamma, ok)
+            release()
             if ok:
                 policy.mark()
             return ok
@@ -109,6 +146,7 @@ class _Worker:
                          cancelled=lambda: halted() or policy.solved(), reuse=reuse, record=record,
                          keep_going_on_error=True, agent=agent.name)
         finally:
+            release()
             generator.close()
 
     @staticmethod
@@ -149,31 +187,123 @@ def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents
     return finalize(store, task, position, agents, protocol, scorer)
 
 
+class _OpenTask:
+    """A task whose units are being run by the unit threads of one process."""
+
+    def __init__(self, position: int, task: Task, n_agents: int):
+        self.position, self.task = position, task
+        self.policy = FirstPass()
+        self.pending = set(range(n_agents))  # agent indexes not yet taken
+        self.running = 0
+        self.greedy_locks: dict = {}
+
+
+class _Units:
+    """The units (task x agent) of a window of open tasks, taken best-first by unit threads.
+
+    Best = lowest agent index, then earliest task: a task's second agent starts when a thread is
+    free and no open task still waits for its first agent, i.e. mostly after the first one failed
+    (as in a sequential run, whose attempts it mostly spends), but in the run's tail, when no new
+    tasks are left to open, the last tasks' remaining agents run side by side. A solved task's
+    units not yet taken are dropped. ``take`` also hands out "finalize" jobs: a task is finalized
+    by the thread that finished its last running unit once nothing of it is left to run."""
+
+    def __init__(self, next_task: Callable[[], tuple[int, Task] | None], n_agents: int, window: int):
+        import heapq
+
+        self._heapq = heapq
+        self._next_task = next_task
+        self._n_agents = n_agents
+        self._window = window
+        self._cv = threading.Condition()
+        self._open: dict[int, _OpenTask] = {}
+        self._heap: list[tuple[int, int]] = []  # (agent index, task position)
+        self._exhausted = False
+
+    def _refill(self) -> None:
+        while not self._exhausted and len(self._open) < self._window:
+            item = self._next_task()
+            if item is None:
+                self._exhausted = True
+                return
+            position, task = item
+            state = self._open[position] = _OpenTask(position, task, self._n_agents)
+            for k in state.pending:
+                self._heapq.heappush(self._heap, (k, position))
+
+    def take(self, stopped: Callable[[], bool]):
+        """("unit", task state, agent index), ("finalize", task state), or None when all is done."""
+        with self._cv:
+            while not stopped():
+                self._refill()
+                while self._heap:
+                    k, position = self._heapq.heappop(self._heap)
+                    state = self._open.get(position)
+                    if state is None or k not in state.pending:
+                        continue
+                    state.pending.discard(k)
+                    if state.policy.solved():
+                        state.pending.clear()
+                        if state.running == 0:
+                            del self._open[position]
+                            return "finalize", state
+                        continue
+                    state.running += 1
+                    return "unit", state, k
+                if not self._open and self._exhausted:
+                    return None
+                self._cv.wait(timeout=1.0)  # running units will open more work (or finish the tasks)
+            return None
+
+    def done(self, state: _OpenTask) -> bool:
+        """A unit of ``state`` ended; True: the caller finalizes the task now."""
+        with self._cv:
+            state.running -= 1
+            self._cv.notify_all()
+            if state.policy.solved():
+                state.pending.clear()
+            if state.running == 0 and not state.pending and self._open.get(state.position) is state:
+                del self._open[state.position]
+                return True
+            return False
+
+
 def _run_concurrent(next_task: Callable[[], tuple[int, Task] | None], agents, folder, worker: _Worker, protocol: str,
                     scorer: Sandbox, concurrency: int, tick: Callable[[bool], None]) -> None:
-    """Whole tasks (all agents, in order) in ``concurrency`` threads, each taking the next task
-    from ``next_task`` until it returns None. Each thread has its own store connection (SQLite
+    """Units in ``concurrency`` threads, taken from the open tasks (``_Units``; ``next_task``
+    opens the next task, None at the end). Each thread has its own store connection (SQLite
     connections are per thread); the model and sandboxes are shared."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     stop = threading.Event()  # set on an error or Ctrl-C: running tasks end at their next line
+    units = _Units(next_task, len(agents), window=concurrency)
 
     def loop() -> None:
         store = Store(folder)
         try:
             while not stop.is_set():
-                item = next_task()
-                if item is None:
+                job = units.take(stop.is_set)
+                if job is None:
                     return
-                position, task = item
-                tick(_whole_task(worker, store, task, position, agents, protocol, scorer, stop))
+                state = job[1]
+                if job[0] == "unit":
+                    try:
+                        worker.run_unit(store, state.task, agents[job[2]], agents, protocol, state.policy,
+                                        stop.is_set, state.greedy_locks)
+                    finally:
+                        last = units.done(state)
+                    if not last:
+                        continue
+                if stop.is_set():  # the attempts it has are stored; the task is finished on --resume
+                    return
+                tick(finalize(store, state.task, state.position, agents, protocol, scorer))
         except BaseException:
             stop.set()
             raise
         finally:
             store.close()
 
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="egcfg-task") as pool:
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="egcfg-unit") as pool:
         futures = [pool.submit(loop) for _ in range(concurrency)]
         try:
             for future in as_completed(futures):
@@ -185,7 +315,8 @@ def _run_concurrent(next_task: Callable[[], tuple[int, Task] | None], agents, fo
 
 def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, protocol, scorer, concurrency, tick):
     seqs = 2 + max(a.config.candidates for a in agents)
-    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs, n_ctx=_n_ctx(agents))
+    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs, n_ctx=_n_ctx(agents),
+                     profile_to=folder)
     pending = iter(todo)
     lock = threading.Lock()
 

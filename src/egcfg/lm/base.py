@@ -3,8 +3,14 @@
 The engine thinks in sessions over token sequences, never in strings:
 
 * ``Session.sync(seq, tokens)`` makes sequence ``seq`` hold exactly ``tokens`` (keeping the longest
-  common prefix it already has, rewinding and extending the rest) and returns the next-token logits;
+  common prefix it already has, rewinding and extending the rest) and returns the next-token logits
+  (``fetch=False``: they are not needed on the host, so a device backend keeps them there and
+  returns None);
 * ``Session.step({seq: token, ...})`` appends one token to several sequences in one batch;
+* ``Session.pick([Pick, ...])`` chooses tokens from the sequences' current next-token scores
+  (greedy, guided or sampled: choice.py), and ``step_pick(feeds, picks)`` steps, then picks, in one
+  round trip. The engine decodes through these two only, so a GPU backend sends token ids, never
+  logits, to the host (choice.HostPicks is the host implementation every other backend shares);
 * ``Session.fork(src, dst)`` makes ``dst`` share ``src``'s prefix (no re-prefill), ``drop`` frees it.
 
 Optional operations, each behind a ``Capabilities`` flag that the engine reads (a backend without
@@ -30,7 +36,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..choice import HostPicks
 from ..errors import EgcfgError
+from ..guidance import UNLISTED
 
 
 @dataclass
@@ -44,7 +52,7 @@ class SessionStats:
 
 # Backends that only see a server's top-k log-probs (lm/openai_api.py) return full-vocabulary
 # arrays with this value for every token the server did not list. Real logits never come near it.
-UNLISTED = -1.0e4
+# (Defined by the guidance rule, which has the rule for such arrays; re-exported here.)
 
 
 @dataclass
@@ -68,9 +76,13 @@ class Capabilities:
 class Session(Protocol):
     stats: SessionStats
 
-    def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray: ...
+    def sync(self, seq: int, tokens: Sequence[int], fetch: bool = True) -> np.ndarray | None: ...
 
     def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]: ...
+
+    def pick(self, picks: list) -> list[int]: ...
+
+    def step_pick(self, feeds: dict[int, int], picks: list) -> list[int]: ...
 
     def fork(self, src: int, dst: int) -> None: ...
 
@@ -148,7 +160,7 @@ class UsesTokenizer:
         return self.tok.render_chat(messages)
 
 
-class TrackedSession:
+class TrackedSession(HostPicks):
     """The bookkeeping every backend session shares, written once: the tokens each sequence holds,
     the next-token array of its last position, the context limit, and what sync may keep. A backend
     calls these around its own model work (``_plan_sync`` before a prefill, ``_synced`` after it;

@@ -13,6 +13,10 @@ Batching across sessions: every session (one solve, in its own thread) hands its
 one-token steps as one forward pass (prefills run on their own, in chunks). One session alone
 pays a thread hop per call, nothing else.
 
+Logits stay on the device: each slot's next-token logits live in one (slots x vocabulary) table,
+and the sessions' ``pick``/``step_pick`` choose tokens there for every session of the batch at once
+(torch_picks.py). Only token ids come back, once per step; prefills need no host sync at all.
+
 Models: a GGUF file (converted once by transformers, dequantized, and cached as safetensors under
 the egcfg cache), a local transformers folder, or a hub id where a network exists. Decoder
 architectures of the Llama family (Llama, Qwen2, Qwen3, Mistral without sliding window).
@@ -23,14 +27,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendFailure, EgcfgError
+from ..errors import EgcfgError
 from .base import Capabilities, ModelLifetime, TrackedSession, UsesTokenizer
+from .hf_batcher import PREFILL_CHUNK, Batcher, Request
 from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -41,9 +45,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise EgcfgError("the hf backend needs torch and transformers: pip install 'egcfg[hf]'") from exc
 
 SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
-PREFILL_CHUNK = 512       # tokens per prefill row and forward (bounds the attention mask and activations)
-PREFILL_BUDGET = 2048     # padded tokens per batched prefill forward (rows x longest row)
-MAX_ROWS = 256            # one-token rows per decode forward
+PREFILL_BUDGET = 2048     # padded tokens per batched prefill forward (rows x longest row); on CUDA 8192
+MAX_ROWS = 256            # one-token rows per decode forward; on CUDA 1024
+ON_DEVICE = np.zeros(0, dtype=np.float32)  # TrackedSession's logits marker: they are in the device table
 
 
 def converted_dir(gguf: Path) -> Path:
@@ -107,7 +111,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
 
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
-                 prefill_rows: int | None = None):
+                 prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -162,17 +166,26 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # zeros, not empty: attention multiplies masked-out positions by 0, and 0 * NaN garbage = NaN
         self.kv = torch.zeros((self.n_layers, 2, slots, self.n_kv, self.capacity, self.head_dim),
                               dtype=self.dtype, device=self.device)
+        self.next_logits = torch.zeros((slots, self.n_vocab), dtype=torch.float32, device=self.device)
+        # A GPU runs far larger forwards at the same price; a CPU pays per row.
+        on_gpu = self.device.type == "cuda"
+        self.prefill_budget = int(prefill_budget or (4 * PREFILL_BUDGET if on_gpu else PREFILL_BUDGET))
+        self.max_rows = int(max_rows or (4 * MAX_ROWS if on_gpu else MAX_ROWS))
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
         # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
         # how the packing's effect is measured; None: only PREFILL_BUDGET bounds it).
-        self.batcher = _Batcher(self, batch_wait, prefill_rows)
+        self.batcher = Batcher(self, batch_wait, prefill_rows)
 
     def describe(self) -> dict:
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
                 "torch": torch.__version__, "model": self.source, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
-                "slots": self.kv.shape[2]}
+                "slots": self.kv.shape[2], "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
+
+    def profile(self) -> dict:
+        """What the batcher did (forwards by kind and shape, seconds per phase): see _Batcher."""
+        return self.batcher.profile()
 
     def session(self, n_seqs: int) -> "HFSession":
         return HFSession(self, n_seqs)
@@ -260,187 +273,11 @@ class HFModel(UsesTokenizer, ModelLifetime):
     @torch.inference_mode()
     def copy_slot(self, src: int, dst: int, n: int) -> None:
         self.kv[:, :, dst, :, :n] = self.kv[:, :, src, :, :n]
+        self.next_logits[dst] = self.next_logits[src]
 
-
-def _as_error(exc: Exception) -> EgcfgError:
-    """Errors of one request (context full, no slots) stay EgcfgError; anything else means the
-    backend itself failed (CUDA out of memory, a device assert): BackendFailure stops a run."""
-    return exc if isinstance(exc, EgcfgError) else BackendFailure(f"hf backend: {type(exc).__name__}: {exc}")
-
-
-class _Request:
-    __slots__ = ("kind", "rows", "copy", "done", "result", "error")
-
-    def __init__(self, kind: str, rows=None, copy=None):
-        self.kind, self.rows, self.copy = kind, rows, copy
-        self.done = threading.Event()
-        self.result = None
-        self.error = None
-
-
-class _Batcher:
-    """The one thread that runs the model. Sessions submit requests and wait; the thread gathers
-    what arrives within ``wait`` seconds of the last arrival (or until every open session has a
-    request pending), then runs slot copies, one batched forward for all one-token rows, and the
-    prefills packed into padded forwards of similar lengths (a forward of a few rows costs about
-    what one row costs on a GPU: the launches, not the arithmetic, set the price)."""
-
-    def __init__(self, model: HFModel, wait: float, prefill_rows: int | None = None):
-        self.model = model
-        self.wait = wait
-        self.prefill_rows = prefill_rows
-        self._cv = threading.Condition()
-        self._queue: list[_Request] = []
-        self._sessions = 0
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-        self.forwards = 0
-        self.rows = 0
-
-    def opened(self) -> None:
-        with self._cv:
-            self._sessions += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="egcfg-hf", daemon=True)
-                self._thread.start()
-
-    def closed(self) -> None:
-        with self._cv:
-            self._sessions -= 1
-            self._cv.notify_all()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stopped = True
-            queued, self._queue = self._queue, []
-            self._cv.notify_all()
-        self._fail(queued, BackendFailure("the model was closed"))
-
-    @staticmethod
-    def _fail(requests: list[_Request], error: Exception) -> None:
-        for r in requests:
-            if not r.done.is_set():
-                r.error = error
-                r.done.set()
-
-    def call(self, request: _Request):
-        with self._cv:
-            if self._stopped:
-                raise BackendFailure("the model was closed")
-            self._queue.append(request)
-            self._cv.notify_all()
-        while not request.done.wait(timeout=5.0):
-            if self._thread is None or not self._thread.is_alive():
-                raise BackendFailure("the hf backend's batcher thread is gone")
-        if request.error is not None:
-            raise request.error
-        return request.result
-
-    def _gather(self) -> list[_Request]:
-        with self._cv:
-            while not self._queue and not self._stopped:
-                self._cv.wait()
-            if self._stopped:
-                return []
-            deadline = time.monotonic() + 20 * self.wait
-            while len(self._queue) < self._sessions:
-                seen = len(self._queue)
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                self._cv.wait(timeout=min(self.wait, deadline - now))
-                if len(self._queue) == seen:  # nothing new for `wait`: the others are busy elsewhere
-                    break
-            batch, self._queue = self._queue, []
-            return batch
-
-    def _loop(self) -> None:
-        batch: list[_Request] = []
-        try:
-            while True:
-                batch = self._gather()
-                if not batch:
-                    return
-                self._serve(batch)
-        except BaseException as exc:  # never leave a session waiting on a dead thread
-            with self._cv:
-                self._stopped = True
-                queued, self._queue = self._queue, []
-            self._fail(batch + queued, BackendFailure(f"hf backend: {exc}"))
-            raise
-
-    def _serve(self, batch: list[_Request]) -> None:
-        for req in batch:
-            if req.kind == "copy":
-                self._run(req, lambda r: self.model.copy_slot(*r.copy))
-        steps = [r for r in batch if r.kind == "step"]
-        if steps:
-            self._run_steps(steps)
-        prefills = [r for r in batch if r.kind == "prefill"]
-        if prefills:
-            self._run_prefills(prefills)
-
-    def _run(self, req: _Request, fn) -> None:
-        try:
-            req.result = fn(req)
-        except Exception as exc:  # handed to the waiting session, which raises it
-            req.error = _as_error(exc)
-        req.done.set()
-
-    def _run_prefills(self, requests: list[_Request]) -> None:
-        """Chunk by chunk, every pending prefill advances in forwards of similar-length rows."""
-        offsets = {id(r): 0 for r in requests}
-        pending = list(requests)
-        try:
-            while pending:
-                rows = []
-                for r in pending:
-                    slot, start, tokens = r.rows[0]
-                    off = offsets[id(r)]
-                    rows.append((r, (slot, start + off, tokens[off:off + PREFILL_CHUNK])))
-                rows.sort(key=lambda item: -len(item[1][2]))
-                groups, group = [], []
-                for item in rows:
-                    full = self.prefill_rows is not None and len(group) >= self.prefill_rows
-                    if group and (full or (len(group) + 1) * len(group[0][1][2]) > PREFILL_BUDGET):
-                        groups.append(group)
-                        group = []
-                    group.append(item)
-                groups.append(group)
-                for group in groups:
-                    logits = self.model.to_host(self.model.forward([row for _, row in group]))
-                    self.forwards += 1
-                    for i, (r, row) in enumerate(group):
-                        offsets[id(r)] += len(row[2])
-                        if offsets[id(r)] >= len(r.rows[0][2]):
-                            r.result = logits[i].copy()  # not a view: it would pin the whole block
-                            r.done.set()
-                pending = [r for r in pending if not r.done.is_set()]
-        except Exception as exc:
-            for r in pending:
-                if not r.done.is_set():
-                    r.error = _as_error(exc)
-                    r.done.set()
-
-    def _run_steps(self, steps: list[_Request]) -> None:
-        rows = [row for r in steps for row in r.rows]
-        try:
-            parts = []
-            for i in range(0, len(rows), MAX_ROWS):
-                parts.append(self.model.to_host(self.model.forward(rows[i:i + MAX_ROWS])))
-                self.forwards += 1
-            self.rows += len(rows)
-            logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        except Exception as exc:
-            for r in steps:
-                r.error = _as_error(exc)
-                r.done.set()
-            return
-        at = 0
-        for r in steps:
-            r.result = logits[at:at + len(r.rows)].copy()
-            at += len(r.rows)
-            r.done.set()
+    @torch.inference_mode()
+    def keep_logits(self, slots: list[int], logits: torch.Tensor) -> None:
+        self.next_logits[torch.tensor(slots, device=self.device)] = logits
 
 
 class HFSession(TrackedSession):
@@ -464,32 +301,70 @@ class HFSession(TrackedSession):
             raise ValueError(f"sequence {seq} out of range (session of {len(self._slots)})")
         return self._slots[seq]
 
-    def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
+    def sync(self, seq: int, tokens: Sequence[int], fetch: bool = True) -> np.ndarray | None:
         tokens = list(tokens)
         keep = self._plan_sync(seq, tokens)
         if keep is None:
-            return self._logits[seq]
+            return self._read(seq) if fetch else None
         todo = tokens[keep:]
         self._tokens[seq] = tokens[:keep]  # what the slot holds if the prefill fails part-way
         self._logits.pop(seq, None)
-        logits = self.model.batcher.call(_Request("prefill", rows=[(self._slot(seq), keep, todo)]))
+        logits = self.model.batcher.call(Request("prefill", rows=[(self._slot(seq), keep, todo)], fetch=fetch))
         self.stats.prefilled += len(todo)
         self.stats.batches += 1 + (len(todo) - 1) // PREFILL_CHUNK
-        return self._synced(seq, tokens, logits)
+        self._synced(seq, tokens, logits if fetch else ON_DEVICE)
+        return logits
 
-    def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
+    def _read(self, seq: int) -> np.ndarray:
+        if self._logits[seq] is ON_DEVICE:
+            self._logits[seq] = self.model.batcher.call(Request("read", rows=[self._slot(seq)]))[0]
+        return self._logits[seq]
+
+    def _rows(self, feeds: dict[int, int]) -> tuple[list[int], list]:
         order = sorted(feeds)
         for seq in order:
             self._check_context(len(self._tokens[seq]) + 1)
-        rows = [(self._slot(seq), len(self._tokens[seq]), [feeds[seq]]) for seq in order]
-        logits = self.model.batcher.call(_Request("step", rows=rows))
+        return order, [(self._slot(seq), len(self._tokens[seq]), [feeds[seq]]) for seq in order]
+
+    def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
+        order, rows = self._rows(feeds)
+        logits, _ = self.model.batcher.call(Request("step", rows=rows, fetch=True))
         self.stats.decoded += len(order)
         self.stats.batches += 1
         return self._stepped(order, feeds, [logits[i] for i in range(len(order))])
 
+    def _device_picks(self, picks) -> list:
+        rows = []
+        for p in picks:
+            if p.dyn is not None and p.gamma in (0.0, 1.0):  # the rule is one branch's argmax
+                rows.append(("greedy", self._slot(p.dyn if p.gamma == 1.0 else p.seq), -1, 0.0, 0.0, 1.0, 0.0))
+            else:
+                rows.append((p.kind, self._slot(p.seq), self._slot(p.dyn) if p.dyn is not None else -1,
+                             float(p.gamma), float(p.temperature), float(p.top_p), float(p.u)))
+        return rows
+
+    def pick(self, picks) -> list[int]:
+        """Tokens chosen on the device (torch_picks.py), batched with every other session's."""
+        for p in picks:
+            for seq in (p.seq, p.dyn):
+                if seq is not None and seq not in self._logits:
+                    raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
+        return self.model.batcher.call(Request("pick", picks=self._device_picks(picks)))
+
+    def step_pick(self, feeds: dict[int, int], picks) -> list[int]:
+        """One step for ``feeds`` and the picks after it, in one round trip; no logits travel."""
+        if not feeds:
+            return self.pick(picks) if picks else []
+        order, rows = self._rows(feeds)
+        _, tokens = self.model.batcher.call(Request("step", rows=rows, picks=self._device_picks(picks)))
+        self.stats.decoded += len(order)
+        self.stats.batches += 1
+        self._stepped(order, feeds, [ON_DEVICE] * len(order))
+        return tokens
+
     def fork(self, src: int, dst: int) -> None:
         n = len(self._tokens[src])
-        self.model.batcher.call(_Request("copy", copy=(self._slot(src), self._slot(dst), n)))
+        self.model.batcher.call(Request("copy", copy=(self._slot(src), self._slot(dst), n)))
         self._forked(src, dst)
 
     def drop(self, seq: int) -> None:

@@ -199,7 +199,7 @@ class LlamaCppSession(TrackedSession):
         ptr = L.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
 
-    def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
+    def sync(self, seq: int, tokens: Sequence[int], fetch: bool = True) -> np.ndarray:  # (host arrays: fetch is moot)
         tokens = list(tokens)
         keep = self._plan_sync(seq, tokens)  # (refused before prefilling the part that fits: minutes on a CPU)
         if keep is None:

@@ -406,6 +406,11 @@ class OpenAISession(TrackedSession):
         self._length: dict[int, int] = {}
         self.full_logits = True
 
+    _topk = True  # next-token arrays are the server's top-k lists (choice.pick_on_host)
+
+    def _refine_hook(self):
+        return self.refine
+
     def _cached(self, seq: int) -> np.ndarray | None:
         draft, toks = self._drafts.get(seq), self._tokens[seq]
         if draft is None or len(toks) < draft.start or (self.full_logits and not draft.full):
@@ -479,16 +484,19 @@ class OpenAISession(TrackedSession):
             self.stats.batches += 1
         return done
 
-    def sync(self, seq: int, tokens: Sequence[int]) -> np.ndarray:
+    def sync(self, seq: int, tokens: Sequence[int], fetch: bool = True) -> np.ndarray:  # (host arrays: fetch is moot)
         if len(tokens) >= self.model.n_ctx:
             raise EgcfgError(f"context full: {len(tokens)} tokens >= n_ctx {self.model.n_ctx}")
         self._tokens[seq] = list(tokens)
-        return self._next([seq])[seq]
+        self._logits[seq] = self._next([seq])[seq]  # (kept for pick)
+        return self._logits[seq]
 
     def step(self, feeds: dict[int, int]) -> dict[int, np.ndarray]:
         for seq, token in feeds.items():
             self._tokens[seq].append(int(token))
-        return self._next(list(feeds))
+        out = self._next(list(feeds))
+        self._logits.update(out)
+        return out
 
     def fork(self, src: int, dst: int) -> None:
         self._forked(src, dst)

@@ -1,0 +1,355 @@
+"""The agent grid on one GPU: MBPP's 500 tasks, the first N agents of the paper grid, measured.
+
+Three steps, the first two on the GPU machine (the `device` tool), the last one here:
+
+    python benchmarks/gpu_grid.py run RUN --agents 16 --model 'hf:/root/m/model.gguf?n_ctx=3072' \\
+        --concurrency 256 --limit-seconds 540 -- --data ../shared/data
+    python benchmarks/gpu_grid.py replay RUN --model 'hf:/root/m/model.gguf?n_ctx=3072'
+    python benchmarks/gpu_grid.py summarize RUN --cpu-greedy benchmarks/results/runs/mbpp100-baseline.json \\
+        --cpu-egcfg benchmarks/results/runs/mbpp20-egcfg-fixed-isa.json
+
+``run`` runs (or resumes) ``egcfg bench mbpp`` in RUN for at most ``--limit-seconds`` (then it stops
+like Ctrl-C: results kept, --resume continues), with nvidia-smi sampling the GPU every second into
+``RUN/util-<start>.csv``; each call's start and end go to ``RUN/calls.jsonl``. The hf backend leaves
+its profile in ``RUN/profile-<pid>.json``: forwards by kind and shape, tokens, seconds per phase.
+
+``replay`` measures the bound: every forward shape the run recorded (rows x padded length x attended
+length, in buckets) is timed alone on the same GPU (synchronized, best of 3) and weighted by how
+often the run ran it: ``replay.json``. That is the run's model work at the raw forward throughput of
+the same model at the same batch sizes; ``efficiency`` = that time / the run's wall time.
+
+``summarize`` writes the ``gpu_grid`` section of benchmarks/results/speed.json and its row in
+speed.md: wall minutes (start-up and model loading included), generated (decode rows: guided steps
+and candidates) and prefilled tokens per second, GPU busy (mean of the nvidia-smi samples), the
+raw throughput and efficiency, pass@1 and greedy pass@1, the attempts spent for the first k agents,
+parity with CPU runs of the same tasks, and a per-phase profile of where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"minutes_16_agents": 15, "minutes_48_agents": 25, "generated_tokens_per_second": 20000,
+           "gpu_busy_percent": 80, "efficiency": 0.6}
+
+
+# -- run ------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    util = open(run / f"util-{int(start)}.csv", "w")
+    try:
+        smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used",
+                                "--format=csv,noheader", "-lms", "1000"], stdout=util, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:  # (a dry run on a machine without a GPU: no utilization samples)
+        smi = None
+    resume = ["--resume"] if (run / "results.sqlite").exists() else []
+    cmd = [sys.executable, "-m", "egcfg", "bench", "mbpp", "--out", str(run), "--agents", str(args.agents),
+           "--model", args.model, "--concurrency", str(args.concurrency), "--workers", str(args.workers),
+           "--no-progress", *resume, *args.extra]
+    print(" ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        proc.wait(timeout=args.limit_seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # unwinds like Ctrl-C: stored results stay, profiles are written
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    end = time.time()
+    if smi is not None:
+        smi.terminate()
+        smi.wait()
+    util.close()
+    with open(run / "calls.jsonl", "a") as f:
+        f.write(json.dumps({"start": start, "end": end, "rc": proc.returncode, "command": " ".join(cmd),
+                            "machine": machine()}) + "\n")
+    db = sqlite3.connect(run / "results.sqlite")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    done, = db.execute("SELECT count(*) FROM tasks").fetchone()
+    db.close()
+    print(f"call: {end - start:.0f} s, rc {proc.returncode}, tasks done {done}", flush=True)
+    return 0
+
+
+def machine() -> str:
+    gpu = ""
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout.strip().replace("\n", ", ")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, {gpu or 'no GPU'}"
+
+
+# -- replay ---------------------------------------------------------------------------------------
+def _bucket(rows: int, length: int, attended: int) -> tuple[int, int, int]:
+    """Shapes close enough to cost the same: rows to the next power of 2 above 1/8 steps,
+    lengths as recorded (decode 1; prefill padded to the chunk's longest row) in steps of 64,
+    attended lengths in steps of 512."""
+    step = max(1, 2 ** max(0, int(math.log2(max(rows, 1))) - 2))
+    return -(-rows // step) * step, (length if length == 1 else -(-length // 64) * 64), -(-attended // 512) * 512
+
+
+def profiles(run: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(run.glob("profile-*.json"))]
+
+
+def cmd_replay(args) -> int:
+    import torch
+
+    from egcfg.lm import load_model
+
+    run = Path(args.run)
+    counts: Counter = Counter()
+    for prof in profiles(run):
+        for kind, rows, length, attended, n in prof["shapes"]:
+            counts[(kind, *_bucket(rows, length, attended))] += n
+    if not counts:
+        print("no profile-*.json in the run folder", file=sys.stderr)
+        return 2
+    max_rows = max(k[1] for k in counts)
+    longest = max(k[3] for k in counts)
+    model = load_model(args.model, slots=max_rows, n_ctx=longest + 64)
+    timed = {}
+    try:
+        vocab = model.n_vocab
+        for key in sorted(counts, key=lambda k: -counts[k]):
+            kind, rows, length, attended = key
+            start = max(0, attended - length)
+            g = torch.Generator().manual_seed(rows * 7 + length)
+            batch = [(slot, start, torch.randint(0, vocab, (length,), generator=g).tolist()) for slot in range(rows)]
+            best = float("inf")
+            for _ in range(3):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                logits = model.forward(batch)
+                model.keep_logits(list(range(rows)), logits)
+                torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+            timed[key] = best
+    finally:
+        model.close()
+    total = sum(counts[k] * timed[k] for k in counts)
+    out = {"model": args.model, "date": now(), "machine": machine(), "forward_seconds": round(total, 3),
+           "forwards": sum(counts.values()), "buckets": len(counts),
+           "by_kind": {kind: round(sum(counts[k] * timed[k] for k in counts if k[0] == kind), 3)
+                       for kind in {k[0] for k in counts}},
+           "shapes": [[*k, counts[k], round(timed[k] * 1e3, 3)] for k in sorted(counts)]}
+    (run / "replay.json").write_text(json.dumps(out, indent=1))
+    print(f"replayed {out['forwards']} forwards in {len(counts)} buckets: {total:.1f} s of forward time")
+    return 0
+
+
+# -- summarize ------------------------------------------------------------------------------------
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def util_mean(run: Path, calls: list[dict]) -> tuple[float, int]:
+    samples = []
+    for f in run.glob("util-*.csv"):
+        for line in f.read_text().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 2 and parts[1].endswith("%"):
+                samples.append(float(parts[1].rstrip(" %")))
+    return (round(sum(samples) / len(samples), 1) if samples else None), len(samples)
+
+
+def first_k_curve(db, agents: list[str], n_tasks: int) -> list[dict]:
+    """pass@1 (hidden verdict of the final program) had only the first k agents run, k = 1..N:
+    the first visible pass among their attempts in agent then gamma order, else the attempt
+    passing the most visible tests; with the attempts those agents spent."""
+    rows = db.execute("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts").fetchall()
+    by_task: dict = {}
+    for task, agent, gamma, vis, tp, hid in rows:
+        by_task.setdefault(task, []).append((agents.index(agent) if agent in agents else 99, gamma, vis, tp, hid))
+    curve = []
+    for k in range(1, len(agents) + 1):
+        solved = spent = 0
+        for atts in by_task.values():
+            mine = sorted(a for a in atts if a[0] < k)
+            spent += len(mine)
+            if not mine:
+                continue
+            passing = [a for a in mine if a[2]]
+            final = passing[0] if passing else max(mine, key=lambda a: (a[3], -mine.index(a)))
+            solved += bool(final[4])
+        curve.append({"agents": k, "pass_at_1": round(100 * solved / n_tasks, 1), "attempts": spent})
+    return curve
+
+
+def parity_greedy(db, first_agent: str, export: Path) -> dict:
+    cpu = {t["task_id"]: t["passed_hidden"] for t in json.loads(export.read_text())["tasks"]}
+    gpu = {t: bool(h) for t, h in db.execute(
+        "SELECT task_id, passed_hidden FROM attempts WHERE gamma = 0 AND agent = ?", (first_agent,))}
+    both = [t for t in cpu if t in gpu]
+    return {"cpu_run": export.name, "what": "greedy (the first agent's gamma 0)", "tasks": len(both),
+            "gpu_pass_at_1": round(100 * sum(gpu[t] for t in both) / max(1, len(both)), 1),
+            "cpu_pass_at_1": round(100 * sum(cpu[t] for t in both) / max(1, len(both)), 1),
+            "same_verdict": sum(gpu[t] == cpu[t] for t in both), "target_same_verdict": "≥ 98 of 100"}
+
+
+def parity_egcfg(db, first_agent: str, export: Path) -> dict:
+    """The first agent alone (its own schedule's final program) against a one-agent CPU run of the
+    same agent on the same tasks. Judged by the difference in solved tasks against the sampling
+    noise of paired verdicts: within noise if |b - c| <= 2 sqrt(b + c) (b, c the discordant tasks)."""
+    data = json.loads(export.read_text())
+    cpu = {t["task_id"]: t["passed_hidden"] for t in data["tasks"]}
+    rows = db.execute("SELECT task_id, gamma, passed_visible, tests_passed, passed_hidden FROM attempts WHERE agent = ?",
+                      (first_agent,)).fetchall()
+    by_task: dict = {}
+    for task, gamma, vis, tp, hid in rows:
+        by_task.setdefault(task, []).append((gamma, vis, tp, hid))
+    gpu = {}
+    for task, atts in by_task.items():
+        order = [0.0, 0.5, 1.0, 3.0]
+        atts.sort(key=lambda a: order.index(a[0]) if a[0] in order else 9)
+        passing = [a for a in atts if a[1]]
+        final = passing[0] if passing else max(atts, key=lambda a: (a[2], -atts.index(a)))
+        gpu[task] = bool(final[3])
+    both = [t for t in cpu if t in gpu]
+    b = sum(gpu[t] and not cpu[t] for t in both)
+    c = sum(cpu[t] and not gpu[t] for t in both)
+    return {"cpu_run": export.name, "what": "EG-CFG, the first agent alone", "tasks": len(both),
+            "gpu_pass_at_1": round(100 * sum(gpu[t] for t in both) / max(1, len(both)), 1),
+            "cpu_pass_at_1": round(100 * sum(cpu[t] for t in both) / max(1, len(both)), 1),
+            "same_verdict": sum(gpu[t] == cpu[t] for t in both), "gpu_only": b, "cpu_only": c,
+            "within_noise": abs(b - c) <= 2 * math.sqrt(b + c) if b + c else True,
+            "rule": "|gpu_only - cpu_only| <= 2 sqrt(gpu_only + cpu_only)"}
+
+
+def cmd_summarize(args) -> int:
+    run = Path(args.run)
+    calls = [json.loads(line) for line in (run / "calls.jsonl").read_text().splitlines() if line.strip()]
+    db = sqlite3.connect(run / "results.sqlite")
+    meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    agents = [a["name"] for a in meta["agents"]]
+    n_done, solved = db.execute("SELECT count(*), sum(passed_hidden) FROM tasks").fetchone()
+    planned = args.planned
+    last_task, = db.execute("SELECT max(created) FROM tasks").fetchone()
+    # wall: every call's length, the last one up to its last finished task (not its idle end)
+    wall = sum(c["end"] - c["start"] for c in calls[:-1]) + (min(calls[-1]["end"], last_task or calls[-1]["end"]) - calls[-1]["start"])
+    greedy = db.execute("SELECT count(*), sum(passed_hidden) FROM attempts WHERE gamma = 0 AND agent = ?",
+                        (agents[0],)).fetchone()
+    stats = Counter()
+    for (s,) in db.execute("SELECT stats FROM attempts"):
+        for k, v in json.loads(s).items():
+            if isinstance(v, (int, float)):
+                stats[k] += v
+    n_attempts, = db.execute("SELECT count(*) FROM attempts").fetchone()
+    profs = profiles(run)
+    tokens, seconds, forwards = Counter(), Counter(), 0
+    for p in profs:
+        tokens.update(p["tokens"])
+        seconds.update(p["seconds"])
+        forwards += p["forwards"]
+    replay = json.loads((run / "replay.json").read_text()) if (run / "replay.json").exists() else None
+    generated, prefilled = tokens["decode"], tokens["prefill"]
+    busy, n_samples = util_mean(run, calls)
+    batcher_wall = sum(seconds.values())
+    section = {
+        "benchmark": "mbpp (test split)", "agents": len(agents), "tasks": n_done, "tasks_planned": planned,
+        "finished": n_done >= planned, "calls": len(calls),
+        "minutes": round(wall / 60, 2),
+        "minutes_projected_all_tasks": round(wall / 60 * planned / max(1, n_done), 1) if n_done < planned else None,
+        "generated_tokens_per_second": round(generated / wall),
+        "prefill_tokens_per_second": round(prefilled / wall),
+        "gpu_busy_percent": busy, "gpu_samples": n_samples,
+        "raw_tokens_per_second_same_batch": round((generated + prefilled) / replay["forward_seconds"]) if replay else None,
+        "raw_forward_seconds": replay["forward_seconds"] if replay else None,
+        "efficiency": round(replay["forward_seconds"] / wall, 3) if replay else None,
+        "pass_at_1": round(100 * (solved or 0) / max(1, n_done), 1),
+        "pass_at_1_bound_over_planned": round(100 * (solved or 0) / planned, 1),
+        "greedy_pass_at_1": round(100 * (greedy[1] or 0) / max(1, greedy[0]), 1),
+        "attempts": n_attempts,
+        "first_k_agents": first_k_curve(db, agents, n_done),
+        "profile": {
+            "forwards": forwards,
+            "tokens": dict(tokens),
+            "padding_overhead_prefill": round(tokens["prefill_padded"] / max(1, prefilled), 2),
+            "batcher_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "batcher_seconds_note": "the model thread's time: waiting = no request pending (the GPU idle "
+                                    "unless an earlier launch still runs); steps/prefills = launching "
+                                    "forwards; picks = device choice and the one host sync per batch",
+            "replay_seconds_by_kind": replay["by_kind"] if replay else None,
+            "attempt_seconds_summed": {k: round(stats[k], 1) for k in
+                                       ("seconds_prefill", "seconds_guided", "seconds_sampling", "seconds_executing",
+                                        "seconds_total") if k in stats},
+            "executions": stats.get("executions"),
+            "executions_per_second": round(stats.get("executions", 0) / wall, 1),
+        },
+        "parity": [p for p in ([parity_greedy(db, agents[0], Path(args.cpu_greedy))] if args.cpu_greedy else [])
+                   + ([parity_egcfg(db, agents[0], Path(args.cpu_egcfg))] if args.cpu_egcfg else [])],
+        "targets": TARGETS,
+        "command": calls[0]["command"], "calls_commands": sorted({c["command"] for c in calls}),
+        "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).replace(microsecond=0).isoformat(),
+        "machine": calls[0]["machine"], "model": meta.get("model"),
+        "summarised_by": "python benchmarks/gpu_grid.py " + " ".join(sys.argv[2:]),
+    }
+    db.close()
+    if args.note:
+        section["note"] = args.note
+    speed = ROOT / "benchmarks" / "results" / "speed.json"
+    data = json.loads(speed.read_text())
+    data[args.section] = section
+    speed.write_text(json.dumps(data, indent=1) + "\n")
+    row = (f"| H200, transformers bf16, {len(agents)} agents | MBPP 500 tasks: wall minutes; generated / prefilled "
+           f"tok/s; GPU busy; efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {section['minutes']} min for "
+           f"{n_done}/{planned} tasks; {section['generated_tokens_per_second']:,} / {section['prefill_tokens_per_second']:,}; "
+           f"{busy}%; {section['efficiency']} |")
+    md = ROOT / "benchmarks" / "results" / "speed.md"
+    text = md.read_text() if md.exists() else ""
+    marker = f"<!-- {args.section} -->"
+    lines = [line for line in text.splitlines() if marker not in line]
+    lines.append(f"{row} {marker}")
+    md.write_text("\n".join(lines) + "\n")
+    print(json.dumps({k: v for k, v in section.items() if k not in ("first_k_agents", "profile")}, indent=1))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("run")
+    r.add_argument("--agents", type=int, default=16)
+    r.add_argument("--model", required=True)
+    r.add_argument("--concurrency", type=int, default=256)
+    r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--limit-seconds", type=float, default=540)
+    p = sub.add_parser("replay")
+    p.add_argument("run")
+    p.add_argument("--model", required=True)
+    s = sub.add_parser("summarize")
+    s.add_argument("run")
+    s.add_argument("--planned", type=int, default=500)
+    s.add_argument("--cpu-greedy")
+    s.add_argument("--cpu-egcfg")
+    s.add_argument("--section", default="gpu_grid")
+    s.add_argument("--note")
+    args, extra = ap.parse_known_args()  # (run: what follows `--` goes to egcfg bench)
+    if extra and (args.cmd != "run" or extra[0] != "--"):
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra[1:]
+    return {"run": cmd_run, "replay": cmd_replay, "summarize": cmd_summarize}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

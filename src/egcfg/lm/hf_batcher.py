@@ -1,0 +1,293 @@
+"""The one thread that runs the transformers model for every session: continuous batching.
+
+Sessions (one per solve, each in its own thread) submit requests and wait. The thread gathers what
+arrives within ``wait`` seconds of the last arrival (or until every open session has a request
+pending), then serves the batch in this order:
+
+1. slot copies (forks);
+2. every pending one-token step as one forward pass (``max_rows`` rows at most per forward), whose
+   logits go to the device table of next-token logits;
+3. every pending pick, the steps' own included, as one batched choice on the device
+   (torch_picks.py); its token ids are the one host transfer of the batch, and the steps are done;
+4. the prefills, chunk by chunk, packed into padded forwards of similar lengths (``prefill_budget``
+   padded tokens each). They need no host sync: their logits stay in the table for later picks.
+
+So a task waiting for a long prefill, or for its traces in the sandbox, never holds up the others'
+decoding steps. ``profile()`` says what the thread did: forwards by kind with their shapes, and
+seconds per phase (waiting for requests, running steps, picking, prefilling).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+
+from ..errors import BackendFailure, EgcfgError
+from . import torch_picks
+
+PREFILL_CHUNK = 512  # tokens per prefill row and forward (bounds the attention mask and activations)
+
+
+def as_error(exc: Exception) -> EgcfgError:
+    """Errors of one request (context full, no slots) stay EgcfgError; anything else means the
+    backend itself failed (CUDA out of memory, a device assert): BackendFailure stops a run."""
+    return exc if isinstance(exc, EgcfgError) else BackendFailure(f"hf backend: {type(exc).__name__}: {exc}")
+
+
+class Request:
+    """kind "step": rows (slot, position, [token]); "prefill": one row (slot, start, tokens);
+    "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host.
+    ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
+    logits on the host as well (tests and the contract need them; decoding does not)."""
+
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error")
+
+    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False):
+        self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+
+
+class Batcher:
+    def __init__(self, model, wait: float, prefill_rows: int | None = None):
+        self.model = model
+        self.wait = wait
+        self.prefill_rows = prefill_rows
+        self._cv = threading.Condition()
+        self._queue: list[Request] = []
+        self._sessions = 0
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.forwards = 0
+        self.rows = 0
+        # profile: forwards by (kind, rows, padded length, attended length rounded up to 256)
+        self.shapes: Counter = Counter()
+        self.seconds = Counter()
+        self.tokens = Counter()
+
+    def opened(self) -> None:
+        with self._cv:
+            self._sessions += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="egcfg-hf", daemon=True)
+                self._thread.start()
+
+    def closed(self) -> None:
+        with self._cv:
+            self._sessions -= 1
+            self._cv.notify_all()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            queued, self._queue = self._queue, []
+            self._cv.notify_all()
+        self._fail(queued, BackendFailure("the model was closed"))
+
+    def profile(self) -> dict:
+        return {"forwards": self.forwards, "step_rows": self.rows,
+                "tokens": dict(self.tokens), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                "shapes": [[kind, rows, length, attended, n] for (kind, rows, length, attended), n
+                           in sorted(self.shapes.items())]}
+
+    @staticmethod
+    def _fail(requests: list[Request], error: Exception) -> None:
+        for r in requests:
+            if not r.done.is_set():
+                r.error = error
+                r.done.set()
+
+    def call(self, request: Request):
+        with self._cv:
+            if self._stopped:
+                raise BackendFailure("the model was closed")
+            self._queue.append(request)
+            self._cv.notify_all()
+        while not request.done.wait(timeout=5.0):
+            if self._thread is None or not self._thread.is_alive():
+                raise BackendFailure("the hf backend's batcher thread is gone")
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _gather(self) -> list[Request]:
+        with self._cv:
+            t0 = time.perf_counter()
+            while not self._queue and not self._stopped:
+                self._cv.wait()
+            if self._stopped:
+                return []
+            deadline = time.monotonic() + 20 * self.wait
+            while len(self._queue) < self._sessions:
+                seen = len(self._queue)
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                self._cv.wait(timeout=min(self.wait, deadline - now))
+                if len(self._queue) == seen:  # nothing new for `wait`: the others are busy elsewhere
+                    break
+            batch, self._queue = self._queue, []
+            self.seconds["waiting"] += time.perf_counter() - t0
+            return batch
+
+    def _loop(self) -> None:
+        batch: list[Request] = []
+        try:
+            while True:
+                batch = self._gather()
+                if not batch:
+                    return
+                self._serve(batch)
+        except BaseException as exc:  # never leave a session waiting on a dead thread
+            with self._cv:
+                self._stopped = True
+                queued, self._queue = self._queue, []
+            self._fail(batch + queued, BackendFailure(f"hf backend: {exc}"))
+            raise
+
+    def _serve(self, batch: list[Request]) -> None:
+        for req in batch:
+            if req.kind == "copy":
+                self._run(req, lambda r: self.model.copy_slot(*r.copy))
+            elif req.kind == "read":
+                self._run(req, lambda r: self.model.to_host(self.model.next_logits[list(r.rows)]))
+        steps = [r for r in batch if r.kind == "step"]
+        t0 = time.perf_counter()
+        if steps:
+            steps = self._run_steps(steps)
+        self.seconds["steps"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._run_picks(steps + [r for r in batch if r.kind == "pick"])
+        self.seconds["picks"] += time.perf_counter() - t0
+        prefills = [r for r in batch if r.kind == "prefill"]
+        t0 = time.perf_counter()
+        if prefills:
+            self._run_prefills(prefills)
+        self.seconds["prefills"] += time.perf_counter() - t0
+
+    def _run(self, req: Request, fn) -> None:
+        try:
+            req.result = fn(req)
+        except Exception as exc:  # handed to the waiting session, which raises it
+            req.error = as_error(exc)
+        req.done.set()
+
+    def _forward(self, kind: str, rows: list[tuple[int, int, list[int]]]):
+        """One forward of ``rows``; its logits go to the slots' table. Returns the logits."""
+        logits = self.model.forward(rows)
+        self.model.keep_logits([slot for slot, _, _ in rows], logits)
+        self.forwards += 1
+        n = max(len(t) for _, _, t in rows)
+        attended = max(start for _, start, _ in rows) + n
+        self.shapes[(kind, len(rows), n, -(-attended // 256) * 256)] += 1
+        self.tokens[kind] += sum(len(t) for _, _, t in rows)
+        self.tokens[kind + "_padded"] += len(rows) * n
+        return logits
+
+    def _run_picks(self, requests: list[Request]) -> None:
+        """Every pick of the batch in one device call; each request gets its own tokens."""
+        requests = [r for r in requests if r.error is None]
+        rows = [p for r in requests for p in (r.picks or ())]
+        try:
+            tokens = torch_picks.pick(self.model.next_logits, rows) if rows else []
+        except Exception as exc:
+            self._fail(requests, as_error(exc))
+            return
+        at = 0
+        for r in requests:
+            n = len(r.picks or ())
+            picked = tokens[at:at + n]
+            at += n
+            r.result = (r.result, picked) if r.kind == "step" else picked
+            r.done.set()
+
+    def _run_prefills(self, requests: list[Request]) -> None:
+        """Chunk by chunk, every pending prefill advances in forwards of similar-length rows."""
+        offsets = {id(r): 0 for r in requests}
+        pending = list(requests)
+        budget = self.model.prefill_budget
+        try:
+            while pending:
+                rows = []
+                for r in pending:
+                    slot, start, tokens = r.rows[0]
+                    off = offsets[id(r)]
+                    rows.append((r, (slot, start + off, tokens[off:off + PREFILL_CHUNK])))
+                rows.sort(key=lambda item: -len(item[1][2]))
+                groups, group = [], []
+                for item in rows:
+                    full = self.prefill_rows is not None and len(group) >= self.prefill_rows
+                    if group and (full or (len(group) + 1) * len(group[0][1][2]) > budget):
+                        groups.append(group)
+                        group = []
+                    group.append(item)
+                groups.append(group)
+                for group in groups:
+                    logits = self._forward("prefill", [row for _, row in group])
+                    host = self.model.to_host(logits) if any(r.fetch for r, _ in group) else None
+                    for i, (r, row) in enumerate(group):
+                        offsets[id(r)] += len(row[2])
+                        if offsets[id(r)] >= len(r.rows[0][2]):
+                            # (a copy, not a view: a view would pin the whole block)
+                            r.result = host[i].copy() if r.fetch else None
+                            r.done.set()
+                pending = [r for r in pending if not r.done.is_set()]
+        except Exception as exc:
+            for r in pending:
+                if not r.done.is_set():
+                    r.error = as_error(exc)
+                    r.done.set()
+
+    def _run_steps(self, steps: list[Request]) -> list[Request]:
+        """One forward (or a few, of ``max_rows`` rows) for every pending step; the requests that
+        fetch logits get them on the host. Returns the requests, done once their picks are."""
+        rows = [row for r in steps for row in r.rows]
+        fetch = any(r.fetch for r in steps)
+        try:
+            if fetch:  # (tests and the contract: rows in request order, logits to the host)
+                parts = [self.model.to_host(self._forward("decode", rows[i:i + self.model.max_rows]))
+                         for i in range(0, len(rows), self.model.max_rows)]
+                host = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            else:
+                for group in decode_groups(rows, self.model.max_rows):
+                    self._forward("decode", group)
+                host = None
+            self.rows += len(rows)
+        except Exception as exc:
+            self._fail(steps, as_error(exc))
+            return []
+        at = 0
+        for r in steps:
+            r.result = host[at:at + len(r.rows)].copy() if r.fetch else None
+            at += len(r.rows)
+        return steps
+
+
+def decode_groups(rows: list, max_rows: int, min_rows: int = 64, worth: float = 0.75) -> list[list]:
+    """One-token rows split into forwards of similar cache lengths. A forward attends every row to
+    the longest row's length (its keys are gathered to that length), so rows of 300 and 3,000 cached
+    tokens in one forward cost like 3,000 each. Sorted by length, the rows are cut where that saves
+    at least a quarter of the attended positions (each piece at least ``min_rows`` rows: a forward
+    has a fixed cost too), recursively, and into pieces of at most ``max_rows``."""
+    rows = sorted(rows, key=lambda r: r[1])
+    out: list[list] = []
+
+    def split(part: list) -> None:
+        n = len(part)
+        best, cut = n * (part[-1][1] + 1), None
+        for i in range(min_rows, n - min_rows + 1):
+            cost = i * (part[i - 1][1] + 1) + (n - i) * (part[-1][1] + 1)
+            if cost < best:
+                best, cut = cost, i
+        if cut is not None and best <= worth * n * (part[-1][1] + 1):
+            split(part[:cut])
+            split(part[cut:])
+        else:
+            out.extend(part[i:i + max_rows] for i in range(0, n, max_rows))
+
+    split(rows)
+    return out

@@ -1,0 +1,107 @@
+"""The choice rules of choice.py as batched tensor ops, for a backend whose logits stay on its device.
+
+``pick(table, rows)`` chooses one token per row from ``table`` (slots x vocabulary, float32: each
+slot's current next-token logits) and returns them as one host list: the only transfer of a step.
+Every row carries its own parameters, so one call serves every task, agent and branch at once:
+
+* greedy: argmax of the slot's logits;
+* guided: argmax of ``gamma * z_dyn + (1 - gamma) * z_sol`` (guidance.guided_argmax: the rule's
+  log-softmax normalizers are constants over the vocabulary and drop out of the argmax);
+* sampled: temperature, then the nucleus of ``top_p`` from the sorted top 1024 tokens (all tokens,
+  sorted, for the rare rows whose top 1024 hold less than ``top_p``; token order for ``top_p`` 1), then
+  the inverse CDF at the row's uniform draw ``u``: choice.sample_token, float64 sums as there.
+
+Results equal choice.pick_on_host on the same logits (tests/test_hf.py), except where tokens tie
+exactly in a sampled nucleus (their order inside it may differ).
+"""
+
+from __future__ import annotations
+
+import torch
+
+TOP = 1024  # tokens sorted per sampled row before the full-sort fallback
+
+# A row: (kind, slot, dyn_slot, gamma, temperature, top_p, u); kind is "greedy", "guided" or "sample".
+Row = tuple
+
+
+@torch.inference_mode()
+def pick(table: torch.Tensor, rows: list[Row]) -> list[int]:
+    dev = table.device
+    parts, where = [], []
+    greedy = [i for i, r in enumerate(rows) if r[0] == "greedy"]
+    guided = [i for i, r in enumerate(rows) if r[0] == "guided"]
+    sampled = [i for i, r in enumerate(rows) if r[0] == "sample"]
+    if greedy:
+        slots = torch.tensor([rows[i][1] for i in greedy], device=dev)
+        parts.append(table[slots].argmax(-1))
+        where += greedy
+    if guided:
+        sol = table[torch.tensor([rows[i][1] for i in guided], device=dev)]
+        dyn = table[torch.tensor([rows[i][2] for i in guided], device=dev)]
+        g = torch.tensor([rows[i][3] for i in guided], dtype=torch.float32, device=dev)[:, None]
+        rest = torch.tensor([1.0 - rows[i][3] for i in guided], dtype=torch.float32, device=dev)[:, None]
+        scores = dyn * g
+        scores += sol * rest
+        parts.append(scores.argmax(-1))
+        where += guided
+    if sampled:
+        slots = torch.tensor([rows[i][1] for i in sampled], device=dev)
+        params = torch.tensor([rows[i][4:7] for i in sampled], dtype=torch.float64, device=dev)
+        parts.append(_sample(table[slots], params[:, 0], params[:, 1], params[:, 2]))
+        where += sampled
+    if not parts:
+        return []
+    tokens = torch.cat(parts).tolist()  # the one device -> host transfer (and sync) of the call
+    out = [0] * len(rows)
+    for i, tok in zip(where, tokens):
+        out[i] = tok
+    return out
+
+
+def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    z = logits / temperature.float()[:, None]
+    best = z.max(-1, keepdim=True).values
+    finite = torch.isfinite(best[:, 0])
+    p = torch.exp(z - best)
+    total = p.sum(-1, dtype=torch.float64)
+    k = min(TOP, p.shape[-1])
+    pv, pi = torch.topk(p, k, dim=-1)
+    tokens = _nucleus(pv, pi, total, top_p, u)
+    cum = pv.sum(-1, dtype=torch.float64) / total
+    whole = top_p >= 1.0
+    wide = (cum < top_p) & ~whole
+    if bool((whole | wide).any()):  # rare: a host sync to find the rows that need every token
+        for rows, sort in ((whole, False), (wide, True)):
+            idx = rows.nonzero()[:, 0]
+            if idx.numel():
+                if sort:
+                    sv, si = torch.sort(p[idx], dim=-1, descending=True, stable=True)
+                    tokens[idx] = _nucleus(sv, si, total[idx], top_p[idx], u[idx])
+                else:  # no nucleus: the whole distribution in token order (choice.sample_token)
+                    q = p[idx].double() / total[idx][:, None]
+                    tokens[idx] = _inverse_cdf(q, u[idx], torch.full_like(idx, q.shape[-1]))
+    bad = ~finite
+    if bool(bad.any()):
+        tokens[bad] = torch.nan_to_num(z[bad], nan=float("-inf")).argmax(-1)
+    return tokens
+
+
+def _nucleus(pv: torch.Tensor, pi: torch.Tensor, total: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Rows of probabilities sorted high to low (``pv``) and their token ids (``pi``): the token of
+    each row's nucleus at its draw."""
+    q = pv.double()
+    cum = q.cumsum(-1) / total[:, None]
+    cut = ((cum < top_p[:, None]).sum(-1) + 1).clamp(max=q.shape[-1])
+    keep = torch.arange(q.shape[-1], device=q.device)[None, :] < cut[:, None]
+    q = torch.where(keep, q, torch.zeros_like(q))
+    q = q / q.sum(-1, keepdim=True)
+    return pi.gather(-1, _inverse_cdf(q, u, cut)[:, None])[:, 0]
+
+
+def _inverse_cdf(q: torch.Tensor, u: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Index of the first cumulative weight above ``u`` among each row's first ``n`` entries."""
+    cdf = q.cumsum(-1)
+    cdf = cdf / cdf.gather(-1, (n - 1)[:, None])
+    idx = (cdf <= u[:, None]).sum(-1)
+    return torch.minimum(idx, n - 1)
