@@ -62,15 +62,16 @@ def cmd_run(args) -> int:
            "--model", args.model, "--concurrency", str(args.concurrency), "--workers", str(args.workers),
            "--no-progress", *resume, *args.extra]
     print(" ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)
     try:
         proc.wait(timeout=args.limit_seconds)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # unwinds like Ctrl-C: stored results stay, profiles are written
+        # Ctrl-C to the run and its worker processes: stored results stay, profiles are written
+        os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     end = time.time()
     if smi is not None:

@@ -26,7 +26,9 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
+import time
 from typing import Callable
 
 from ..agents import Agent, FirstPass
@@ -80,7 +82,7 @@ class _Worker:
 
     def _write_profile(self) -> None:
         """A backend that keeps a profile (the hf batcher: forwards, shapes, seconds per phase)
-        leaves it in the run folder as ``profile-<pid>.json``, for benchmarks/gpu_grid.py."""
+        leaves it in the run folder as ``profile-<pid>-<time>.json``, for benchmarks/gpu_grid.py."""
         if self.profile_to is None or not hasattr(self.model, "profile"):
             return
         import json
@@ -88,7 +90,8 @@ class _Worker:
 
         try:
             data = {"pid": os.getpid(), "model": self.model.describe(), **self.model.profile()}
-            (Path(self.profile_to) / f"profile-{os.getpid()}.json").write_text(json.dumps(data))
+            name = f"profile-{os.getpid()}-{int(time.time())}.json"  # (pids repeat on a fresh machine)
+            (Path(self.profile_to) / name).write_text(json.dumps(data))
         except OSError as exc:  # a full or read-only disk: the results matter more than the profile
             log.warning("could not write the backend profile: %s", exc)
 
@@ -330,12 +333,19 @@ def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, p
         worker.close()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q) -> None:
     """Body of one of ``workers`` processes under --concurrency: its own model, sandbox pool and
     ``concurrency`` task threads, all pulling from one shared task queue. Several processes avoid
     one interpreter lock for every task's sampling and guidance, and feed the GPU from several
     launch queues."""
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    # Terminated by the parent (the run ends or stops): unwind like Ctrl-C, so the unit threads stop
+    # at their next line and the worker closes (its backend profile written), instead of vanishing.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
         try:
@@ -384,11 +394,15 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             left -= 1
             tick(value)
     finally:  # done, failed or interrupted: stored attempts stay; --resume finishes the rest
-        for proc in procs:
+        deadline = time.monotonic() + (10 if left == 0 else 0)
+        for proc in procs:  # after the last task they close themselves (profiles written)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
-                proc.terminate()
+                proc.terminate()  # (SIGTERM: they unwind like Ctrl-C)
         for proc in procs:
-            proc.join(timeout=30)
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
         for q in (tasks_q, results_q):  # release their locks and feeder threads now, not at exit
             q.close()
             q.cancel_join_thread()

@@ -267,11 +267,11 @@ class Batcher:
         return steps
 
 
-def decode_groups(rows: list, max_rows: int, min_rows: int = 64, worth: float = 0.75) -> list[list]:
+def decode_groups(rows: list, max_rows: int, min_rows: int = 64, worth: float = 0.6) -> list[list]:
     """One-token rows split into forwards of similar cache lengths. A forward attends every row to
     the longest row's length (its keys are gathered to that length), so rows of 300 and 3,000 cached
     tokens in one forward cost like 3,000 each. Sorted by length, the rows are cut where that saves
-    at least a quarter of the attended positions (each piece at least ``min_rows`` rows: a forward
+    at least 40% of the attended positions (each piece at least ``min_rows`` rows: a forward
     has a fixed cost too), recursively, and into pieces of at most ``max_rows``."""
     rows = sorted(rows, key=lambda r: r[1])
     out: list[list] = []
