@@ -66,8 +66,8 @@ def cmd_run(args) -> int:
     try:
         proc.wait(timeout=args.limit_seconds)
     except subprocess.TimeoutExpired:
-        # Ctrl-C to the run and its worker processes: stored results stay, profiles are written
-        os.killpg(proc.pid, signal.SIGINT)
+        # Ctrl-C to the run, which stops its worker processes: stored results stay
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

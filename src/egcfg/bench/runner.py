@@ -74,8 +74,18 @@ class _Worker:
         self.model = load_model(model_spec, **options)
         self.sandbox = Sandbox(Limits(timeout=run_timeout))
         self.profile_to = profile_to
+        self._profile_name = f"profile-{os.getpid()}-{int(time.time())}.json"  # (pids repeat on a fresh machine)
+        self._closed = threading.Event()
+        if profile_to is not None and hasattr(self.model, "profile"):
+            # rewritten every 20 s as well: a process killed hard still leaves most of its profile
+            threading.Thread(target=self._profile_loop, name="egcfg-profile", daemon=True).start()
+
+    def _profile_loop(self) -> None:
+        while not self._closed.wait(20.0):
+            self._write_profile()
 
     def close(self) -> None:
+        self._closed.set()
         self.sandbox.close()
         self._write_profile()
         self.model.close()
@@ -90,8 +100,9 @@ class _Worker:
 
         try:
             data = {"pid": os.getpid(), "model": self.model.describe(), **self.model.profile()}
-            name = f"profile-{os.getpid()}-{int(time.time())}.json"  # (pids repeat on a fresh machine)
-            (Path(self.profile_to) / name).write_text(json.dumps(data))
+            target = Path(self.profile_to) / self._profile_name
+            target.with_suffix(".tmp").write_text(json.dumps(data))
+            target.with_suffix(".tmp").replace(target)
         except OSError as exc:  # a full or read-only disk: the results matter more than the profile
             log.warning("could not write the backend profile: %s", exc)
 
