@@ -163,9 +163,13 @@ def now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def util_mean(run: Path, calls: list[dict]) -> tuple[float, int]:
+def util_mean(run: Path, calls: list[dict], only: list[dict] | None = None) -> tuple[float, int]:
+    """Mean nvidia-smi utilization over the samples of every call (or of the calls ``only``)."""
     samples = []
+    starts = None if only is None else {int(c["start"]) for c in only}
     for f in run.glob("util-*.csv"):
+        if starts is not None and int(f.stem.split("-")[1]) not in starts:
+            continue
         for line in f.read_text().splitlines():
             parts = [p.strip() for p in line.split(",")]
             if len(parts) >= 2 and parts[1].endswith("%"):
@@ -176,8 +180,10 @@ def util_mean(run: Path, calls: list[dict]) -> tuple[float, int]:
 def first_k_curve(db, agents: list[str], n_tasks: int) -> list[dict]:
     """pass@1 (hidden verdict of the final program) had only the first k agents run, k = 1..N:
     the first visible pass among their attempts in agent then gamma order, else the attempt
-    passing the most visible tests; with the attempts those agents spent."""
-    rows = db.execute("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts").fetchall()
+    passing the most visible tests; with the attempts those agents spent. Over ``n_tasks`` (the
+    planned tasks): a task not finished counts by the attempts it has, so the curve is a lower bound."""
+    rows = db.execute("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts "
+                      "WHERE passed_hidden IS NOT NULL").fetchall()
     by_task: dict = {}
     for task, agent, gamma, vis, tp, hid in rows:
         by_task.setdefault(task, []).append((agents.index(agent) if agent in agents else 99, gamma, vis, tp, hid))
@@ -257,34 +263,59 @@ def cmd_summarize(args) -> int:
     n_attempts, = db.execute("SELECT count(*) FROM attempts").fetchone()
     profs = profiles(run)
     tokens, seconds, forwards = Counter(), Counter(), 0
+    shapes = Counter()
     for p in profs:
         tokens.update(p["tokens"])
         seconds.update(p["seconds"])
         forwards += p["forwards"]
+        for kind, rows, length, attended, n in p["shapes"]:
+            shapes[kind + "_forwards"] += n
+            shapes[kind + "_rows"] += rows * n
+            shapes[kind + "_attended"] += attended * n
+    # Token rates and efficiency come from the backend profiles, so they are over the calls that
+    # left profiles (a process killed before its first profile write leaves none): "profiled".
+    profiled = [c for c in calls if any(c["start"] <= int(p.name.split("-")[2].split(".")[0]) <= c["end"]
+                                        for p in run.glob("profile-*.json"))]
+    profiled_wall = sum(c["end"] - c["start"] for c in profiled) or wall
     replay = json.loads((run / "replay.json").read_text()) if (run / "replay.json").exists() else None
     generated, prefilled = tokens["decode"], tokens["prefill"]
     busy, n_samples = util_mean(run, calls)
-    batcher_wall = sum(seconds.values())
+    busy_profiled, _ = util_mean(run, profiled, only=profiled)
+    # the same rates from the attempts' own counts, over the whole run (every call)
+    attempt_generated = stats["tokens_decoded"] + stats["candidate_tokens"]
     section = {
         "benchmark": "mbpp (test split)", "agents": len(agents), "tasks": n_done, "tasks_planned": planned,
         "finished": n_done >= planned, "calls": len(calls),
         "minutes": round(wall / 60, 2),
         "minutes_projected_all_tasks": round(wall / 60 * planned / max(1, n_done), 1) if n_done < planned else None,
-        "generated_tokens_per_second": round(generated / wall),
-        "prefill_tokens_per_second": round(prefilled / wall),
-        "gpu_busy_percent": busy, "gpu_samples": n_samples,
+        "profiled_calls": len(profiled), "profiled_minutes": round(profiled_wall / 60, 2),
+        "generated_tokens_per_second": round(generated / profiled_wall),
+        "prefill_tokens_per_second": round(prefilled / profiled_wall),
+        "generated_tokens_per_second_from_attempts_all_calls": round(attempt_generated / wall),
+        "prefill_tokens_per_second_from_attempts_all_calls": round(stats["tokens_prefilled"] / wall),
+        "gpu_busy_percent": busy_profiled, "gpu_busy_percent_all_calls": busy, "gpu_samples": n_samples,
         "raw_tokens_per_second_same_batch": round((generated + prefilled) / replay["forward_seconds"]) if replay else None,
         "raw_forward_seconds": replay["forward_seconds"] if replay else None,
-        "efficiency": round(replay["forward_seconds"] / wall, 3) if replay else None,
+        "efficiency": round(replay["forward_seconds"] / profiled_wall, 3) if replay else None,
+        "efficiency_note": "the profiled calls' forwards, each timed alone on the same GPU at its own shape "
+                           "(benchmarks/gpu_grid.py replay), summed, over those calls' wall time",
         "pass_at_1": round(100 * (solved or 0) / max(1, n_done), 1),
         "pass_at_1_bound_over_planned": round(100 * (solved or 0) / planned, 1),
         "greedy_pass_at_1": round(100 * (greedy[1] or 0) / max(1, greedy[0]), 1),
         "attempts": n_attempts,
-        "first_k_agents": first_k_curve(db, agents, n_done),
+        "first_k_agents_over_planned": first_k_curve(db, agents, planned),
         "profile": {
             "forwards": forwards,
             "tokens": dict(tokens),
             "padding_overhead_prefill": round(tokens["prefill_padded"] / max(1, prefilled), 2),
+            "decode_rows_per_forward": round(shapes["decode_rows"] / max(1, shapes["decode_forwards"]), 1),
+            "decode_attended_per_forward": round(shapes["decode_attended"] / max(1, shapes["decode_forwards"])),
+            "prefill_tokens_per_forward": round(prefilled / max(1, shapes["prefill_forwards"])),
+            "processes": len(profs),
+            "ms_per_forward_in_run": {k: round(1e3 * seconds[s] / max(1, shapes[k + "_forwards"]), 1)
+                                      for k, s in (("decode", "steps"), ("prefill", "prefills"))},
+            "ms_per_forward_alone": ({k: round(1e3 * replay["by_kind"][k] / max(1, shapes[k + "_forwards"]), 1)
+                                      for k in ("decode", "prefill")} if replay else None),
             "batcher_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "batcher_seconds_note": "the model thread's time: waiting = no request pending (the GPU idle "
                                     "unless an earlier launch still runs); steps/prefills = launching "
@@ -301,7 +332,7 @@ def cmd_summarize(args) -> int:
         "targets": TARGETS,
         "command": calls[0]["command"], "calls_commands": sorted({c["command"] for c in calls}),
         "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": calls[0]["machine"], "model": meta.get("model"),
+        "machine": calls[0]["machine"], "model": args.model_name or meta.get("model"),
         "summarised_by": "python benchmarks/gpu_grid.py " + " ".join(sys.argv[2:]),
     }
     db.close()
@@ -321,7 +352,7 @@ def cmd_summarize(args) -> int:
     lines = [line for line in text.splitlines() if marker not in line]
     lines.append(f"{row} {marker}")
     md.write_text("\n".join(lines) + "\n")
-    print(json.dumps({k: v for k, v in section.items() if k not in ("first_k_agents", "profile")}, indent=1))
+    print(json.dumps({k: v for k, v in section.items() if k not in ("first_k_agents_over_planned", "profile")}, indent=1))
     return 0
 
 
@@ -345,6 +376,7 @@ def main() -> int:
     s.add_argument("--cpu-egcfg")
     s.add_argument("--section", default="gpu_grid")
     s.add_argument("--note")
+    s.add_argument("--model-name", help="the model by file name and sha256 (the run knows only its path there)")
     args, extra = ap.parse_known_args()  # (run: what follows `--` goes to egcfg bench)
     if extra and (args.cmd != "run" or extra[0] != "--"):
         ap.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -11,6 +11,7 @@ import html
 import io
 from pathlib import Path
 
+from .report import headline
 from .store import Store
 
 
@@ -98,8 +99,9 @@ def write_html(store: Store, summary: dict, path: Path) -> None:
     for att in attempts:
         by_task.setdefault(att["task_id"], []).append(att)
     head = [("benchmark", summary["benchmark"]), ("protocol", summary["protocol"]), ("method", summary["method"]),
-            ("agents", summary["agents"]), ("model", summary["model"]), ("tasks", summary["tasks"]),
-            ("pass@1 (hidden tests)", f'{summary["pass_at_1"]}%'), ("greedy baseline", summary["baseline_pass_at_1"]),
+            ("agents", summary["agents"]), ("model", summary["model"]),
+            ("tasks", f'{summary["tasks"]} of {summary["tasks_planned"]}'),
+            ("pass@1 (hidden tests)", headline(summary)), ("greedy baseline", summary["baseline_pass_at_1"]),
             ("RSR", summary["rsr"]), ("seconds per task", summary["cost_per_task"]["seconds_total"]),
             ("command", summary["command"]), ("date", summary["date"]), ("machine", summary["machine"])]
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
