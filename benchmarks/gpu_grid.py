@@ -8,8 +8,8 @@ Three steps, the first two on the GPU machine (the `device` tool), the last one 
     python benchmarks/gpu_grid.py summarize RUN --cpu-greedy benchmarks/results/runs/mbpp100-baseline.json \\
         --cpu-egcfg benchmarks/results/runs/mbpp20-egcfg-fixed-isa.json
 
-``run`` runs (or resumes) ``egcfg bench mbpp`` in RUN for at most ``--limit-seconds`` (then it stops
-like Ctrl-C: results kept, --resume continues), with nvidia-smi sampling the GPU every second into
+``run`` runs (or resumes) ``egcfg bench mbpp`` in RUN for at most ``--limit-seconds`` (then SIGTERM
+stops it like Ctrl-C: results kept, --resume continues), with nvidia-smi sampling the GPU every second into
 ``RUN/util-<start>.csv``; each call's start and end go to ``RUN/calls.jsonl``. The hf backend leaves
 its profile in ``RUN/profile-<pid>.json``: forwards by kind and shape, tokens, seconds per phase.
 
@@ -66,8 +66,9 @@ def cmd_run(args) -> int:
     try:
         proc.wait(timeout=args.limit_seconds)
     except subprocess.TimeoutExpired:
-        # Ctrl-C to the run, which stops its worker processes: stored results stay
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM: the run unwinds like Ctrl-C and stops its worker processes; stored results stay.
+        # (Not SIGINT: a command run in the background, as the device tool runs it, ignores SIGINT.)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -45,6 +45,20 @@ def _rows(db: Path, sql: str) -> list:
         con.close()
 
 
+def _live_in_group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that are not zombies (a zombie is dead, only not yet
+    reaped by init)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
 def _wait_for_tasks(proc, db: Path, n: int, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -208,3 +222,32 @@ def test_sigkill_with_busy_workers_resumes_without_loss_or_duplicates(tmp_path, 
     # every finished task's final program is one of its stored attempts
     for task_id, code_ in _rows(db, "SELECT task_id, code FROM tasks"):
         assert code_ in {c for (c,) in _rows(db, f"SELECT code FROM attempts WHERE task_id = '{task_id}'")} | {""}
+
+
+@pytest.mark.model
+def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model_path):
+    """A run started with SIGINT ignored (as a script's background job is, or the GPU tool's
+    commands) still stops on `kill -INT` and on SIGTERM, its worker processes with it, within a
+    minute, and says so in one line; what it stored stays and --resume finishes the run."""
+    run = tmp_path / "run"
+    db = run / "results.sqlite"
+    args = BASE + ["--out", str(run), "--workers", "2", "--concurrency", "2", "--agents", "2", "--gamma", "0,1"]
+    args[args.index("--method") + 1] = "egcfg"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = _bench(args + (["--resume"] if db.exists() else []), start_new_session=True,
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sig == signal.SIGINT:
+            _wait_for_tasks(proc, db, 1)
+        else:  # the resumed run: stopped while it loads its models or runs its first units
+            time.sleep(4.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and err.strip().splitlines()[-1] == "egcfg: interrupted", err[-800:]
+        deadline = time.time() + 10  # (multiprocessing's resource tracker ends on its own, just after)
+        while _live_in_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _live_in_group(proc.pid)
+        assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
+    code, _, err = _run(args + ["--resume"], timeout=900)
+    assert code == 0, err[-800:]
+    assert sorted(t for (t,) in _rows(db, "SELECT task_id FROM tasks")) == ALL_TASKS

@@ -436,8 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(_SafeFormatter(handler.formatter._fmt if handler.formatter else None))
     # `timeout`, a scheduler or `kill` stop a run with SIGTERM: unwind like Ctrl-C, so that worker
     # processes are ended and every stored result is kept (a resumed run goes on from there).
+    # SIGINT too, even where it was inherited as ignored (a job started in the background of a
+    # script ignores it, so an explicit `kill -INT` would otherwise do nothing).
     if threading.current_thread() is threading.main_thread():  # (signal handlers live there only)
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model,
                 "bench": cmd_bench, "report": cmd_report}
     try:
