@@ -4,7 +4,8 @@
         [--note "what differs between the two"]
 
 For a change that must not change behaviour (a refactor): run the same `egcfg bench` command on the
-code before and after it, on the same machine, and compare. Writes
+code before and after it, on the same machine, and compare. RUN_BEFORE may also be an exported run
+(benchmarks/results/runs/NAME.json: its final programs are compared, it holds no attempts). Writes
 benchmarks/results/<label>.json and .md with the counts, every differing key, and both runs' meta.
 """
 
@@ -20,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(folder: str) -> tuple[dict, dict, dict]:
+    if folder.endswith(".json"):  # an exported run (benchmarks/results/runs/): final programs only
+        data = json.loads(Path(folder).read_text())
+        tasks = {t["task_id"]: {"code": t["final_code"], "passed_hidden": int(t["passed_hidden"])} for t in data["tasks"]}
+        return data["summary"], tasks, {}
     db = sqlite3.connect(f"file:{Path(folder).resolve() / 'results.sqlite'}?mode=ro", uri=True)
     try:
         meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
