@@ -47,7 +47,11 @@ def rebuild_summary() -> list[dict]:
         s = json.loads(path.read_text())["summary"]
         rows.append({"benchmark": s["benchmark"], "protocol": s["protocol"], "method": s["method"],
                      "agents": s["agents"], "model": s["model"], "tasks": s["tasks"], "pass_at_1": s["pass_at_1"],
-                     "baseline_pass_at_1": s["baseline_pass_at_1"], "rsr": s["rsr"], "run": s["run"]})
+                     "baseline_pass_at_1": s["baseline_pass_at_1"], "rsr": s["rsr"], "run": s["run"],
+                     "tasks_planned": s.get("tasks_planned", s["tasks"])})
+        if s.get("tasks_planned", s["tasks"]) > s["tasks"]:  # stopped part-way: the rate and its bound
+            rows[-1]["finished"] = False
+            rows[-1]["pass_at_1_bound_over_planned"] = round(100.0 * s["solved"] / s["tasks_planned"], 2)
     (ROOT / "benchmarks" / "results" / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
