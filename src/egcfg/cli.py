@@ -269,7 +269,6 @@ def cmd_bench(args) -> int:
     from .bench.runner import run_benchmark
     from .bench.store import DB_NAME, Store, provenance
     from .lm import check_model, split_spec
-    from .models import ALIASES, MODELS
 
     out = Path(args.out)
     if (out / DB_NAME).exists() and not args.resume and not Store.is_empty(out):
@@ -299,12 +298,11 @@ def cmd_bench(args) -> int:
         agents = paper_grid(args.agents, base)
     args.model = _model_spec(args)
     backend, target, query = split_spec(args.model)
-    name = ALIASES.get(target, target)
-    model_label = MODELS[name].filename if name in MODELS else name
+    model_label, model_sha = model_identity(target)
     if backend == "openai":
         from urllib.parse import parse_qs
 
-        model_label = f"{parse_qs(query).get('model', ['(served model)'])[0]} at {target}"
+        model_label, model_sha = f"{parse_qs(query).get('model', ['(served model)'])[0]} at {target}", None
     if backend != "llama.cpp":
         model_label += f" ({backend})"
     settings = {
@@ -318,7 +316,9 @@ def cmd_bench(args) -> int:
         if args.resume:
             old = store.meta()
             # model_spec (with its ?options) is compared only for runs that recorded it
-            changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)]
+            # (and the model's label only for runs that recorded its sha256: older ones named it by path)
+            changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)
+                       and (k != "model" or "model_sha256" in old)]
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run; "
                                  f"repeat its flags with --resume: {old.get('command', '(command not recorded)')}")
@@ -327,7 +327,7 @@ def cmd_bench(args) -> int:
             prov = provenance("egcfg " + " ".join(sys.argv[1:]))
             if backend == "transformers":
                 prov["machine"] += _accelerator()
-            store.set_meta(**settings, **prov)
+            store.set_meta(**settings, **prov, model_sha256=model_sha)
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
                       run_timeout=base.run_timeout, progress=not args.no_progress, concurrency=args.concurrency)
         from .bench.report import format_text, summarize
@@ -336,6 +336,23 @@ def cmd_bench(args) -> int:
     finally:
         store.close()
     return 0
+
+
+def model_identity(target: str) -> tuple[str, str | None]:
+    """How a run names its model: by file name and sha256, never by the path it has on one machine
+    (an embedded model by its pinned file; a GGUF file by its own hash, and by the embedded name
+    when it is that file). A folder or a hub id is named as given, with no hash."""
+    from .models import ALIASES, MODELS, sha256_of
+
+    name = ALIASES.get(target, target)
+    if name in MODELS:
+        return MODELS[name].filename, MODELS[name].sha256
+    path = Path(target).expanduser()
+    if path.is_file():
+        sha = sha256_of(path)
+        known = [m.filename for m in MODELS.values() if m.sha256 == sha]
+        return (known[0] if known else path.name), sha
+    return (path.name if path.is_dir() else target), None
 
 
 def _accelerator() -> str:

@@ -57,7 +57,7 @@ def summarize(store: Store) -> dict:
     return {
         "run": str(store.folder),
         "benchmark": meta.get("benchmark"), "protocol": meta.get("protocol"), "method": meta.get("method"),
-        "model": meta.get("model"), "agents": len(agents), "command": meta.get("command"), "date": meta.get("date"),
+        "model": meta.get("model"), "model_sha256": meta.get("model_sha256"), "agents": len(agents), "command": meta.get("command"), "date": meta.get("date"),
         "machine": meta.get("machine"),
         "tasks": n, "tasks_planned": planned, "finished": n >= planned, "solved": solved, "pass_at_1": accuracy,
         # A run stopped part-way left its hardest tasks unfinished: the rate over the finished ones
@@ -97,7 +97,8 @@ def format_text(s: dict) -> str:
 def format_markdown(s: dict) -> str:
     rows = [
         f"# {s['benchmark']}: {s['method']}, {s['agents']} agent(s), protocol {s['protocol']}", "",
-        f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}", f"- model: {s['model']}", "",
+        f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}",
+        f"- model: {s['model']}" + (f" (sha256 {s['model_sha256']})" if s.get("model_sha256") else ""), "",
         "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task (mean, median) | executions/task | tokens decoded/task |",
         "|---|---|---|---|---|---|---|---|",
         f"| {s['tasks']} of {s['tasks_planned']} | {headline(s)} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "
