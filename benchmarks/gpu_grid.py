@@ -178,27 +178,44 @@ def util_mean(run: Path, calls: list[dict], only: list[dict] | None = None) -> t
     return (round(sum(samples) / len(samples), 1) if samples else None), len(samples)
 
 
-def first_k_curve(db, agents: list[str], n_tasks: int) -> list[dict]:
-    """pass@1 (hidden verdict of the final program) had only the first k agents run, k = 1..N:
-    the first visible pass among their attempts in agent then gamma order, else the attempt
-    passing the most visible tests; with the attempts those agents spent. Over ``n_tasks`` (the
-    planned tasks): a task not finished counts by the attempts it has, so the curve is a lower bound."""
-    rows = db.execute("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts "
-                      "WHERE passed_hidden IS NOT NULL").fetchall()
-    by_task: dict = {}
-    for task, agent, gamma, vis, tp, hid in rows:
-        by_task.setdefault(task, []).append((agents.index(agent) if agent in agents else 99, gamma, vis, tp, hid))
+def _attempt_rows(db, where: str = "", args: tuple = (), scored: bool = True) -> dict[str, list[dict]]:
+    """Attempt rows by task, as runner.finalize sees them (``scored``: only those with a hidden
+    verdict; otherwise an unscored one counts as failing)."""
+    rows: dict = {}
+    sql = ("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts "
+           "WHERE " + ("passed_hidden IS NOT NULL" if scored else "1") + where)
+    for task, agent, gamma, vis, tp, hid in db.execute(sql, args):
+        rows.setdefault(task, []).append({"agent": agent, "gamma": gamma, "passed_visible": vis,
+                                          "tests_passed": tp, "passed_hidden": hid})
+    return rows
+
+
+def _final_passes(rows: list[dict], order) -> bool:
+    """The hidden verdict of the program the honest protocol picks from ``rows`` (solver.pick_final)."""
+    from egcfg.solver import pick_final
+
+    final = pick_final(sorted(rows, key=order), passed=lambda r: r["passed_visible"],
+                       tests_passed=lambda r: r["tests_passed"])
+    return bool(final["passed_hidden"])
+
+
+def first_k_curve(db, agents_meta: list[dict], n_tasks: int) -> list[dict]:
+    """pass@1 (hidden verdict of the final program) had only the first k agents run, k = 1..N,
+    with the attempts those agents spent. Over ``n_tasks`` (the planned tasks): a task not
+    finished counts by the attempts it has, so the curve is a lower bound."""
+    from egcfg.bench.runner import schedule_order
+
+    names = [a["name"] for a in agents_meta]
+    order = schedule_order({a["name"]: a["gammas"] for a in agents_meta})
+    by_task = _attempt_rows(db)
     curve = []
-    for k in range(1, len(agents) + 1):
+    for k in range(1, len(names) + 1):
+        first = set(names[:k])
         solved = spent = 0
-        for atts in by_task.values():
-            mine = sorted(a for a in atts if a[0] < k)
+        for rows in by_task.values():
+            mine = [r for r in rows if r["agent"] in first]
             spent += len(mine)
-            if not mine:
-                continue
-            passing = [a for a in mine if a[2]]
-            final = passing[0] if passing else max(mine, key=lambda a: (a[3], -mine.index(a)))
-            solved += bool(final[4])
+            solved += bool(mine) and _final_passes(mine, order)
         curve.append({"agents": k, "pass_at_1": round(100 * solved / n_tasks, 1), "attempts": spent})
     return curve
 
@@ -214,24 +231,18 @@ def parity_greedy(db, first_agent: str, export: Path) -> dict:
             "same_verdict": sum(gpu[t] == cpu[t] for t in both), "target_same_verdict": "≥ 98 of 100"}
 
 
-def parity_egcfg(db, first_agent: str, export: Path) -> dict:
+def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
     """The first agent alone (its own schedule's final program) against a one-agent CPU run of the
     same agent on the same tasks. Judged by the difference in solved tasks against the sampling
     noise of paired verdicts: within noise if |b - c| <= 2 sqrt(b + c) (b, c the discordant tasks)."""
+    from egcfg.bench.runner import schedule_order
+
     data = json.loads(export.read_text())
     cpu = {t["task_id"]: t["passed_hidden"] for t in data["tasks"]}
-    rows = db.execute("SELECT task_id, gamma, passed_visible, tests_passed, passed_hidden FROM attempts WHERE agent = ?",
-                      (first_agent,)).fetchall()
-    by_task: dict = {}
-    for task, gamma, vis, tp, hid in rows:
-        by_task.setdefault(task, []).append((gamma, vis, tp, hid))
-    gpu = {}
-    for task, atts in by_task.items():
-        order = [0.0, 0.5, 1.0, 3.0]
-        atts.sort(key=lambda a: order.index(a[0]) if a[0] in order else 9)
-        passing = [a for a in atts if a[1]]
-        final = passing[0] if passing else max(atts, key=lambda a: (a[2], -atts.index(a)))
-        gpu[task] = bool(final[3])
+    first = agents_meta[0]
+    order = schedule_order({first["name"]: first["gammas"]})
+    gpu = {task: _final_passes(rows, order)
+           for task, rows in _attempt_rows(db, " AND agent = ?", (first["name"],), scored=False).items()}
     both = [t for t in cpu if t in gpu]
     b = sum(gpu[t] and not cpu[t] for t in both)
     c = sum(cpu[t] and not gpu[t] for t in both)
@@ -304,7 +315,7 @@ def cmd_summarize(args) -> int:
         "pass_at_1_bound_over_planned": round(100 * (solved or 0) / planned, 1),
         "greedy_pass_at_1": round(100 * (greedy[1] or 0) / max(1, greedy[0]), 1),
         "attempts": n_attempts,
-        "first_k_agents_over_planned": first_k_curve(db, agents, planned),
+        "first_k_agents_over_planned": first_k_curve(db, meta["agents"], planned),
         "profile": {
             "forwards": forwards,
             "tokens": dict(tokens),
@@ -329,7 +340,7 @@ def cmd_summarize(args) -> int:
             "executions_per_second": round(stats.get("executions", 0) / wall, 1),
         },
         "parity": [p for p in ([parity_greedy(db, agents[0], Path(args.cpu_greedy))] if args.cpu_greedy else [])
-                   + ([parity_egcfg(db, agents[0], Path(args.cpu_egcfg))] if args.cpu_egcfg else [])],
+                   + ([parity_egcfg(db, meta["agents"], Path(args.cpu_egcfg))] if args.cpu_egcfg else [])],
         "targets": TARGETS,
         "command": calls[0]["command"], "calls_commands": sorted({c["command"] for c in calls}),
         "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).replace(microsecond=0).isoformat(),

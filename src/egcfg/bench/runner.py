@@ -480,15 +480,24 @@ def _parallel_agents(todo, agents, store, model_spec, run_timeout, protocol, wor
                 proc.join(timeout=30)
 
 
+def schedule_order(gammas_of: dict[str, list[float]]) -> Callable[[dict], tuple[int, int]]:
+    """Sort key of stored attempt rows ({"agent", "gamma", ...}) in schedule order: agent order
+    (the order of ``gammas_of``, agent name -> its gamma schedule), then the agent's gammas.
+    Rows of agents not in ``gammas_of`` sort last."""
+    index = {name: i for i, name in enumerate(gammas_of)}
+
+    def key(row: dict) -> tuple[int, int]:
+        gammas = list(gammas_of.get(row["agent"], ()))
+        return (index.get(row["agent"], len(index)),
+                gammas.index(row["gamma"]) if row["gamma"] in gammas else len(gammas))
+    return key
+
+
 def finalize(store: Store, task: Task, position: int, agents: list[Agent], protocol: str, sandbox: Sandbox) -> dict:
     """Pick the task's final program, score it on the hidden tests, store the task row."""
-    index = {a.name: i for i, a in enumerate(agents)}
-
-    def schedule_order(row: dict) -> tuple[int, int]:
-        gammas = list(agents[index[row["agent"]]].config.gammas)
-        return index[row["agent"]], gammas.index(row["gamma"]) if row["gamma"] in gammas else len(gammas)
-
-    rows = sorted((r for r in store.attempts(task.task_id) if r["agent"] in index), key=schedule_order)
+    order = schedule_order({a.name: list(a.config.gammas) for a in agents})
+    names = {a.name for a in agents}
+    rows = sorted((r for r in store.attempts(task.task_id) if r["agent"] in names), key=order)
     for row in rows:  # every attempt's hidden score, for the report only
         if row["passed_hidden"] is None:
             row["passed_hidden"] = int(score_hidden(row["code"], task, sandbox)["passed"])

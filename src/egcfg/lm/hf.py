@@ -174,7 +174,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
         # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
-        # how the packing's effect is measured; None: only PREFILL_BUDGET bounds it).
+        # how the packing's effect is measured; None: only the prefill budget bounds it).
         self.batcher = Batcher(self, batch_wait, prefill_rows)
 
     def describe(self) -> dict:
@@ -184,7 +184,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 "slots": self.kv.shape[2], "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
 
     def profile(self) -> dict:
-        """What the batcher did (forwards by kind and shape, seconds per phase): see _Batcher."""
+        """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py."""
         return self.batcher.profile()
 
     def session(self, n_seqs: int) -> "HFSession":
