@@ -178,12 +178,12 @@ def util_mean(run: Path, calls: list[dict], only: list[dict] | None = None) -> t
     return (round(sum(samples) / len(samples), 1) if samples else None), len(samples)
 
 
-def _attempt_rows(db, where: str = "", args: tuple = (), scored: bool = True) -> dict[str, list[dict]]:
-    """Attempt rows by task, as runner.finalize sees them (``scored``: only those with a hidden
-    verdict; otherwise an unscored one counts as failing)."""
+def _attempt_rows(db, where: str = "", args: tuple = ()) -> dict[str, list[dict]]:
+    """Attempt rows with a hidden verdict, by task, as runner.finalize sees them (a task the run
+    did not finish has none: it is left out rather than counted as failing)."""
     rows: dict = {}
     sql = ("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts "
-           "WHERE " + ("passed_hidden IS NOT NULL" if scored else "1") + where)
+           "WHERE passed_hidden IS NOT NULL" + where)
     for task, agent, gamma, vis, tp, hid in db.execute(sql, args):
         rows.setdefault(task, []).append({"agent": agent, "gamma": gamma, "passed_visible": vis,
                                           "tests_passed": tp, "passed_hidden": hid})
@@ -223,12 +223,14 @@ def first_k_curve(db, agents_meta: list[dict], n_tasks: int) -> list[dict]:
 def parity_greedy(db, first_agent: str, export: Path) -> dict:
     cpu = {t["task_id"]: t["passed_hidden"] for t in json.loads(export.read_text())["tasks"]}
     gpu = {t: bool(h) for t, h in db.execute(
-        "SELECT task_id, passed_hidden FROM attempts WHERE gamma = 0 AND agent = ?", (first_agent,))}
+        "SELECT task_id, passed_hidden FROM attempts WHERE gamma = 0 AND agent = ? AND passed_hidden IS NOT NULL",
+        (first_agent,))}  # (a task the run did not finish has no hidden verdict yet: left out)
     both = [t for t in cpu if t in gpu]
     return {"cpu_run": export.name, "what": "greedy (the first agent's gamma 0)", "tasks": len(both),
             "gpu_pass_at_1": round(100 * sum(gpu[t] for t in both) / max(1, len(both)), 1),
             "cpu_pass_at_1": round(100 * sum(cpu[t] for t in both) / max(1, len(both)), 1),
-            "same_verdict": sum(gpu[t] == cpu[t] for t in both), "target_same_verdict": "≥ 98 of 100"}
+            "same_verdict": sum(gpu[t] == cpu[t] for t in both), "target_same_verdict": "≥ 98 of 100",
+            "note": "over the tasks of the CPU run that the GPU run finished (scored)"}
 
 
 def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
@@ -242,7 +244,7 @@ def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
     first = agents_meta[0]
     order = schedule_order({first["name"]: first["gammas"]})
     gpu = {task: _final_passes(rows, order)
-           for task, rows in _attempt_rows(db, " AND agent = ?", (first["name"],), scored=False).items()}
+           for task, rows in _attempt_rows(db, " AND agent = ?", (first["name"],)).items()}
     both = [t for t in cpu if t in gpu]
     b = sum(gpu[t] and not cpu[t] for t in both)
     c = sum(cpu[t] and not gpu[t] for t in both)
