@@ -209,3 +209,77 @@ def test_device_picks_equal_host_picks(hf_model):
         assert stepped == [int(np.argmax(reference(m, ids + [nxt]))), want[0]]
     finally:
         s.close()
+
+
+def test_static_shape_forwards_equal_eager_ones(hf_model):
+    """The padding of a CUDA graph's static shape (hf_graphs.py: rows to the scratch slot, tokens
+    past a row's length, masked key positions) changes nothing a session reads: the same forwards
+    at bucketed shapes (run eagerly here, on CPU) leave the same logits and the same cached K/V."""
+    from egcfg.lm.hf_graphs import Graphs, bucket
+
+    m = hf_model
+    p1 = prompt_ids(m, "Write a function that reverses a list.")
+    p2 = prompt_ids(m, "Write a python function add(a, b) that adds two numbers.")[:37]
+    p3 = p1[:5]
+    assert bucket(3, 1, 40, m.capacity) == (4, 1, 512) and bucket(2, len(p1), len(p1), m.capacity)[0] == 2
+    assert bucket(5000, 1, 10, m.capacity) is None  # too many rows: eager at its own shape
+    a, b, c = m.take_slots(3)
+    stages = [[(a, 0, p1), (b, 0, p2)], [(c, 0, p3)],
+              [(a, len(p1), [5]), (b, len(p2), [6]), (c, len(p3), [7])],
+              [(b, len(p2) + 1, [8, 9, 10])]]
+
+    def run(forward):
+        m.kv.zero_()
+        got = []
+        for rows in stages:
+            forward(rows)
+            got.append(m.next_logits[[slot for slot, _, _ in rows]].clone())
+        kv = [m.kv[:, :, s, :, :n].clone() for s, n in ((a, len(p1) + 1), (b, len(p2) + 4), (c, len(p3) + 1))]
+        return got, kv
+
+    try:
+        graphs = Graphs(m, capture=False)
+        want, want_kv = run(m.forward_eager)
+        got, got_kv = run(graphs.run)
+        assert graphs.eager == len(stages)  # each at its bucketed shape, none captured on CPU
+        for x, y in zip(want + want_kv, got + got_kv):
+            torch.testing.assert_close(y, x, atol=2e-4, rtol=1e-4)
+    finally:
+        m.give_slots([a, b, c])
+
+
+def test_graph_option_errors(model_path):
+    from egcfg.errors import EgcfgError
+    from egcfg.lm import load_model
+
+    with pytest.raises(EgcfgError, match="must be on or off"):
+        load_model("hf:embedded?graphs=yes", n_ctx=256)
+    if not torch.cuda.is_available():
+        with pytest.raises(EgcfgError, match="needs a CUDA device"):
+            load_model("hf:embedded?graphs=on", n_ctx=256)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replays_equal_eager_forwards(model_path):
+    """On a GPU: forwards replayed from captured graphs leave the logits the eager forward leaves
+    at the same static shape (bf16: the same kernels, so equal to rounding)."""
+    from egcfg.lm import load_model
+    from egcfg.lm.hf_graphs import Graphs
+
+    m = load_model("hf:embedded?slots=8&graphs=on", n_ctx=1024)
+    try:
+        rng = np.random.default_rng(0)
+        rows = [(s, 0, rng.integers(0, 1000, 40 + 7 * s).tolist()) for s in range(5)]
+        step = [(s, 40 + 7 * s, [int(rng.integers(0, 1000))]) for s in range(5)]
+        eager = Graphs(m, capture=False)
+        eager.run(rows)
+        eager.run(step)
+        want = m.next_logits[:5].clone()
+        for _ in range(3):  # seen once: eager; twice: captured; then replayed
+            m.graphs.run(rows)
+            m.graphs.run(step)
+            torch.testing.assert_close(m.next_logits[:5], want, atol=0.05, rtol=0.01)
+        assert m.graphs.captures == 2 and m.graphs.replays == 2
+        assert (m.next_logits[:5].argmax(-1) == want.argmax(-1)).all()
+    finally:
+        m.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,7 @@ import numpy as np
 from ..errors import EgcfgError
 from .base import Capabilities, ModelLifetime, TrackedSession, UsesTokenizer
 from .hf_batcher import PREFILL_CHUNK, Batcher, Request
+from .hf_graphs import Graphs
 from .hf_tokenizer import HFTokenizer
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
 
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
-                 prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None):
+                 prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None,
+                 graphs: str | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -135,6 +138,11 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 raise RuntimeError("torch sees no CUDA device")
         except RuntimeError as exc:
             raise EgcfgError(f"device {device!r} is not usable: {exc}") from None
+        if graphs not in (None, "on", "off"):
+            raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
+        use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
+        if use_graphs and self.device.type != "cuda":
+            raise EgcfgError("graphs=on needs a CUDA device (CUDA graphs)")
         # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
         # 256-row decode forward 20 ms in bf16, 53 ms in float32). dtype= overrides.
         if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -163,14 +171,25 @@ class HFModel(UsesTokenizer, ModelLifetime):
         self.tokenizer = self.tok.tokenizer
         # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
         self.capacity = n_ctx + PREFILL_CHUNK
-        # zeros, not empty: attention multiplies masked-out positions by 0, and 0 * NaN garbage = NaN
-        self.kv = torch.zeros((self.n_layers, 2, slots, self.n_kv, self.capacity, self.head_dim),
+        # zeros, not empty: attention multiplies masked-out positions by 0, and 0 * NaN garbage = NaN.
+        # One slot more than asked for: the scratch slot, where the padding rows of a static-shape
+        # forward write (hf_graphs.py); it is never handed to a session.
+        self.scratch = slots
+        self.kv = torch.zeros((self.n_layers, 2, slots + 1, self.n_kv, self.capacity, self.head_dim),
                               dtype=self.dtype, device=self.device)
-        self.next_logits = torch.zeros((slots, self.n_vocab), dtype=torch.float32, device=self.device)
+        self.next_logits = torch.zeros((slots + 1, self.n_vocab), dtype=torch.float32, device=self.device)
         # A GPU runs far larger forwards at the same price; a CPU pays per row.
         on_gpu = self.device.type == "cuda"
         self.prefill_budget = int(prefill_budget or (4 * PREFILL_BUDGET if on_gpu else PREFILL_BUDGET))
         self.max_rows = int(max_rows or (4 * MAX_ROWS if on_gpu else MAX_ROWS))
+        # CUDA graphs at bucketed shapes (hf_graphs.py): on by default on CUDA; graphs=off turns them
+        # off (every forward eager at its own shape, as on CPU).
+        self.graphs = Graphs(self, capture=True) if use_graphs else None
+        if on_gpu:
+            # The batcher thread gives the GIL away at every wait and sync, and the engine threads
+            # keep it for up to the switch interval (5 ms by default) before it gets it back: at a
+            # few waits per batch that was a stall of the GPU's feed. 0.5 ms bounds it.
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self._free = list(range(slots - 1, -1, -1))
         self._slot_lock = threading.Lock()
         # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
@@ -181,11 +200,15 @@ class HFModel(UsesTokenizer, ModelLifetime):
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
                 "torch": torch.__version__, "model": self.source, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
-                "slots": self.kv.shape[2], "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
+                "slots": self.scratch, "graphs": self.graphs is not None, "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
 
     def profile(self) -> dict:
-        """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py."""
-        return self.batcher.profile()
+        """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py;
+        and the CUDA graphs (captured, replayed, forwards run eagerly)."""
+        out = self.batcher.profile()
+        if self.graphs is not None:
+            out["graphs"] = self.graphs.stats()
+        return out
 
     def session(self, n_seqs: int) -> "HFSession":
         return HFSession(self, n_seqs)
@@ -197,7 +220,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def take_slots(self, n: int) -> list[int]:
         with self._slot_lock:
             if len(self._free) < n:
-                raise EgcfgError(f"the hf backend has no free KV slots ({self.kv.shape[2]} in all): "
+                raise EgcfgError(f"the hf backend has no free KV slots ({self.scratch} in all): "
                                  "raise slots= or run fewer solves at once")
             return [self._free.pop() for _ in range(n)]
 
@@ -206,11 +229,19 @@ class HFModel(UsesTokenizer, ModelLifetime):
             self._free.extend(slots)
 
     # -- the forward pass --------------------------------------------------------------------------
-    @torch.inference_mode()
-    def forward(self, rows: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+    def forward(self, rows: list[tuple[int, int, list[int]]]) -> None:
         """rows: (slot, start, tokens): the tokens go to positions start.. of the slot, whose first
-        ``start`` positions hold the sequence's cached K/V. Returns the logits after each row's
-        last token, (rows, vocab) float32 on the device. Rows are padded to the longest."""
+        ``start`` positions hold the sequence's cached K/V. The K/V of the tokens go to the cache,
+        the logits after each row's last token to the slot's row of ``next_logits``. On CUDA the
+        forward runs at a bucketed static shape as a CUDA graph (hf_graphs.py)."""
+        if self.graphs is not None:
+            self.graphs.run(rows)
+        else:
+            self.forward_eager(rows)
+
+    @torch.inference_mode()
+    def forward_eager(self, rows: list[tuple[int, int, list[int]]]) -> None:
+        """The forward at the rows' own shape (rows padded to the longest)."""
         dev = self.device
         B = len(rows)
         N = max(len(t) for _, _, t in rows)
@@ -218,18 +249,26 @@ class HFModel(UsesTokenizer, ModelLifetime):
         for b, (_, _, toks) in enumerate(rows):
             ids[b, :len(toks)] = torch.tensor(toks, dtype=torch.long)
         starts = torch.tensor([s for _, s, _ in rows], dtype=torch.long)
-        lengths = torch.tensor([len(t) for _, _, t in rows], dtype=torch.long)
-        slots = torch.tensor([slot for slot, _, _ in rows], dtype=torch.long, device=dev)
-        pos = (starts[:, None] + torch.arange(N)[None, :]).to(dev)            # (B, N)
+        last = torch.tensor([len(t) - 1 for _, _, t in rows], dtype=torch.long)
+        slots = torch.tensor([slot for slot, _, _ in rows], dtype=torch.long)
         # (rounded up to 16: the memory-efficient attention kernel wants aligned mask rows; the
         # extra keys are masked out, and the cache has PREFILL_CHUNK positions of slack)
         n_kv = min(-(-int((starts + N).max()) // 16) * 16, self.capacity)
+        self.forward_core(ids.to(dev), starts.to(dev), slots.to(dev), last.to(dev), n_kv)
+
+    def forward_core(self, ids, starts, slots, last, n_kv: int) -> None:
+        """The model's math on device tensors only, with no host sync, so that a CUDA graph can
+        capture it: ids (B, N), each row's start position, slot and last real token (B,), and the
+        number of cached positions attention reads (a Python int: part of the shape)."""
+        dev = self.device
+        B, N = ids.shape
+        pos = starts[:, None] + torch.arange(N, device=dev)[None, :]           # (B, N)
         # A query at position p sees cached keys 0..p of its own row (its own writes included).
         mask = (torch.arange(n_kv, device=dev)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
         w_slot = slots[:, None].expand(B, N).reshape(-1)
         w_pos = pos.reshape(-1)
         inner = self.hf.model
-        h = inner.embed_tokens(ids.to(dev))
+        h = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(h, pos)
         for layer_no, layer in enumerate(inner.layers):
             attn = layer.self_attn
@@ -248,8 +287,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
             out = self._attention(q, keys, values, mask)
             h = h + attn.o_proj(out.transpose(1, 2).reshape(B, N, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        last = h[torch.arange(B, device=dev), (lengths - 1).to(dev)]
-        return self.hf.lm_head(inner.norm(last)).float()
+        final = h[torch.arange(B, device=dev), last]
+        self.next_logits[slots] = self.hf.lm_head(inner.norm(final)).float()
 
     def _attention(self, q, keys, values, mask):
         """Grouped-query attention without repeating K/V: the query heads that share a K/V head
@@ -278,10 +317,6 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def copy_slot(self, src: int, dst: int, n: int) -> None:
         self.kv[:, :, dst, :, :n] = self.kv[:, :, src, :, :n]
         self.next_logits[dst] = self.next_logits[src]
-
-    @torch.inference_mode()
-    def keep_logits(self, slots: list[int], logits: torch.Tensor) -> None:
-        self.next_logits[torch.tensor(slots, device=self.device)] = logits
 
 
 class HFSession(TrackedSession):

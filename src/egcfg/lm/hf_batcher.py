@@ -177,16 +177,18 @@ class Batcher:
         req.done.set()
 
     def _forward(self, kind: str, rows: list[tuple[int, int, list[int]]]):
-        """One forward of ``rows``; its logits go to the slots' table. Returns the logits."""
-        logits = self.model.forward(rows)
-        self.model.keep_logits([slot for slot, _, _ in rows], logits)
+        """One forward of ``rows``; its logits go to the slots' rows of the model's table."""
+        self.model.forward(rows)
         self.forwards += 1
         n = max(len(t) for _, _, t in rows)
         attended = max(start for _, start, _ in rows) + n
         self.shapes[(kind, len(rows), n, -(-attended // 256) * 256)] += 1
         self.tokens[kind] += sum(len(t) for _, _, t in rows)
         self.tokens[kind + "_padded"] += len(rows) * n
-        return logits
+
+    def _fetch(self, rows) -> np.ndarray:
+        """The rows' next-token logits on the host, in row order."""
+        return self.model.to_host(self.model.next_logits[[slot for slot, _, _ in rows]])
 
     def _run_picks(self, requests: list[Request]) -> None:
         """Every pick of the batch in one device call; each request gets its own tokens."""
@@ -227,8 +229,8 @@ class Batcher:
                     group.append(item)
                 groups.append(group)
                 for group in groups:
-                    logits = self._forward("prefill", [row for _, row in group])
-                    host = self.model.to_host(logits) if any(r.fetch for r, _ in group) else None
+                    self._forward("prefill", [row for _, row in group])
+                    host = self._fetch([row for _, row in group]) if any(r.fetch for r, _ in group) else None
                     for i, (r, row) in enumerate(group):
                         offsets[id(r)] += len(row[2])
                         if offsets[id(r)] >= len(r.rows[0][2]):
@@ -249,9 +251,9 @@ class Batcher:
         fetch = any(r.fetch for r in steps)
         try:
             if fetch:  # (tests and the contract: rows in request order, logits to the host)
-                parts = [self.model.to_host(self._forward("decode", rows[i:i + self.model.max_rows]))
-                         for i in range(0, len(rows), self.model.max_rows)]
-                host = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                for i in range(0, len(rows), self.model.max_rows):
+                    self._forward("decode", rows[i:i + self.model.max_rows])
+                host = self._fetch(rows)
             else:
                 for group in decode_groups(rows, self.model.max_rows):
                     self._forward("decode", group)
