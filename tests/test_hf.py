@@ -30,7 +30,7 @@ def hf_model(model_path):
 
 def reference(m, ids):
     with torch.inference_mode():
-        return m.hf(torch.tensor([ids])).logits[0, -1].float().numpy()
+        return m.hf(torch.tensor([ids], device=m.device)).logits[0, -1].float().cpu().numpy()
 
 
 def prompt_ids(m, text):
@@ -242,8 +242,11 @@ def test_static_shape_forwards_equal_eager_ones(hf_model):
         want, want_kv = run(m.forward_eager)
         got, got_kv = run(graphs.run)
         assert graphs.eager == len(stages)  # each at its bucketed shape, none captured on CPU
+        exact = m.dtype == torch.float32  # (on CPU; bf16 kernels on a GPU differ by shape)
         for x, y in zip(want + want_kv, got + got_kv):
-            torch.testing.assert_close(y, x, atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(y, x, atol=2e-4 if exact else 0.25, rtol=1e-4 if exact else 0.02)
+        for x, y in zip(want, got):
+            assert (x.argmax(-1) == y.argmax(-1)).all()
     finally:
         m.give_slots([a, b, c])
 

@@ -103,7 +103,7 @@ class _Worker:
             target = Path(self.profile_to) / self._profile_name
             target.with_suffix(".tmp").write_text(json.dumps(data))
             target.with_suffix(".tmp").replace(target)
-        except OSError as exc:  # a full or read-only disk: the results matter more than the profile
+        except Exception as exc:  # (a full or read-only disk...): the results matter more than the profile
             log.warning("could not write the backend profile: %s", exc)
 
     def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,

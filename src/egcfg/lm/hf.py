@@ -175,8 +175,9 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # One slot more than asked for: the scratch slot, where the padding rows of a static-shape
         # forward write (hf_graphs.py); it is never handed to a session.
         self.scratch = slots
-        self.kv = torch.zeros((self.n_layers, 2, slots + 1, self.n_kv, self.capacity, self.head_dim),
-                              dtype=self.dtype, device=self.device)
+        shape = (self.n_layers, 2, slots + 1, self.n_kv, self.capacity, self.head_dim)
+        self._check_memory(shape)
+        self.kv = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.next_logits = torch.zeros((slots + 1, self.n_vocab), dtype=torch.float32, device=self.device)
         # A GPU runs far larger forwards at the same price; a CPU pays per row.
         on_gpu = self.device.type == "cuda"
@@ -195,6 +196,19 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
         # how the packing's effect is measured; None: only the prefill budget bounds it).
         self.batcher = Batcher(self, batch_wait, prefill_rows)
+
+    def _check_memory(self, shape) -> None:
+        """One clear line, not a CUDA out-of-memory traceback, when the KV cache cannot fit: on a GPU
+        shared by several worker processes (bench --workers), each asks for its own cache."""
+        if self.device.type != "cuda":
+            return
+        need = int(np.prod(shape)) * torch.tensor([], dtype=self.dtype).element_size()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        spare = 4 << 30  # activations of the largest forwards, graph pools, the picks' buffers
+        if need + spare > free:
+            raise EgcfgError(f"the KV cache of {shape[2] - 1} slots x {self.n_ctx} tokens needs {need / 2**30:.1f} GiB "
+                             f"and {free / 2**30:.1f} GiB of {self.device} is free: lower --concurrency, "
+                             "--workers or the model's n_ctx")
 
     def describe(self) -> dict:
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
