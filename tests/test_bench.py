@@ -224,10 +224,12 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
     pytest.importorskip("transformers", reason="the hf extra is not installed")
     rows = {}
     for name, extra in (("seq", []), ("conc", ["--concurrency", "3"]),
-                        ("procs", ["--concurrency", "2", "--workers", "2"])):
+                        ("procs", ["--concurrency", "2", "--workers", "2"]),
+                        ("procs-no-server", ["--concurrency", "2", "--workers", "2"])):
         out = tmp_path / name
+        spec = "hf:embedded?n_ctx=2048" + ("&server=off" if name.endswith("no-server") else "")
         proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/11,Mbpp/12,Mbpp/13", "--method", "baseline",
-                       "--max-tokens", "48", "--model", "hf:embedded?n_ctx=2048", "--out", str(out), "--no-progress", *extra])
+                       "--max-tokens", "48", "--model", spec, "--out", str(out), "--no-progress", *extra])
         stdout, stderr = proc.communicate(timeout=900)
         assert proc.returncode == 0, stderr[-800:]
         assert "(transformers)" in stdout
@@ -235,6 +237,12 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
     assert len(rows["conc"]) == 3
     assert rows["conc"] == rows["seq"]  # float32 on CPU: batching rows together changes nothing
     assert rows["procs"] == rows["seq"]  # two processes of two task threads: each task stored once
+    assert rows["procs-no-server"] == rows["seq"]
+    # The workers shared one model server (hf_server.py): its profile is the only one, and it ran
+    # the forwards of both workers' sessions; with server=off each worker had its own model.
+    served = [json.loads(p.read_text()) for p in (tmp_path / "procs").glob("profile-*.json")]
+    assert len(served) == 1 and served[0]["model"]["server"] is True and served[0]["forwards"] > 0
+    assert len(list((tmp_path / "procs-no-server").glob("profile-*.json"))) == 2
 
 
 def test_concurrency_flag_is_checked(egcfg_cli, tmp_path):

@@ -251,3 +251,36 @@ def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model
     code, _, err = _run(args + ["--resume"], timeout=900)
     assert code == 0, err[-800:]
     assert sorted(t for (t,) in _rows(db, "SELECT task_id FROM tasks")) == ALL_TASKS
+
+
+@pytest.mark.model
+def test_a_killed_model_server_stops_the_run_in_one_line_and_resume_finishes(tmp_path, model_path):
+    """--workers with a transformers model: one model server process serves the workers
+    (hf_server.py). Killed hard mid-run, the run stops with one line instead of hanging on its
+    workers' calls, keeps what it stored, and --resume (with a new server) finishes it. A model
+    the server cannot load is one line as well."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    run = tmp_path / "run"
+    db = run / "results.sqlite"
+    args = BASE + ["--out", str(run), "--workers", "2", "--concurrency", "2", "--model", "hf:embedded?n_ctx=1024"]
+    proc = _bench(args, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(run.glob("profile-*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    server = int(next(run.glob("profile-*.json")).name.split("-")[1])
+    time.sleep(3.0)  # (the workers are mid-unit, waiting on the server)
+    os.kill(server, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "model server" in _one_error_line(err), err[-800:]
+    deadline = time.time() + 10
+    while _live_in_group(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _live_in_group(proc.pid)
+    code, _, err = _run(args + ["--resume"], timeout=900)
+    assert code == 0, err[-800:]
+    assert sorted(t for (t,) in _rows(db, "SELECT task_id FROM tasks")) == ALL_TASKS
+    bad = BASE + ["--out", str(tmp_path / "bad"), "--workers", "2", "--concurrency", "2",
+                  "--model", "hf:embedded?n_ctx=1024&graphs=on&device=cpu"]
+    code, _, err = _run(bad)
+    assert code == 2 and "graphs=on needs a CUDA device" in _one_error_line(err)

@@ -63,7 +63,7 @@ class _Worker:
     """Model + sandbox of one process; runs units."""
 
     def __init__(self, model_spec: str | None, threads: int | None, run_timeout: float, sessions: int = 1,
-                 seqs: int = 5, n_ctx: int | None = None, profile_to=None):
+                 seqs: int = 5, n_ctx: int | None = None, profile_to=None, model=None):
         from ..lm import load_model
 
         options = {"n_threads": threads} if threads else {}
@@ -71,7 +71,8 @@ class _Worker:
             options["n_ctx"] = n_ctx  # the agents' Config.n_ctx (a model spec's own ?n_ctx= wins)
         if sessions > 1:
             options["slots"] = sessions * seqs  # the hf backend's KV slots: one per sequence in flight
-        self.model = load_model(model_spec, **options)
+        # model: a model server's RemoteModel (hf_server.py), shared with the other workers
+        self.model = model if model is not None else load_model(model_spec, **options)
         self.sandbox = Sandbox(Limits(timeout=run_timeout))
         self.profile_to = profile_to
         self._profile_name = f"profile-{os.getpid()}-{int(time.time())}.json"  # (pids repeat on a fresh machine)
@@ -327,10 +328,15 @@ def _run_concurrent(next_task: Callable[[], tuple[int, Task] | None], agents, fo
             raise
 
 
-def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, protocol, scorer, concurrency, tick):
-    seqs = 2 + max(a.config.candidates for a in agents)
-    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=seqs, n_ctx=_n_ctx(agents),
-                     profile_to=folder)
+def _seqs(agents: list[Agent]) -> int:
+    """Sequences one session holds at most: p_sol, p_dyn and the candidates."""
+    return 2 + max(a.config.candidates for a in agents)
+
+
+def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, protocol, scorer, concurrency, tick,
+                                model=None):
+    worker = _Worker(model_spec, None, run_timeout, sessions=concurrency, seqs=_seqs(agents), n_ctx=_n_ctx(agents),
+                     profile_to=folder, model=model)
     pending = iter(todo)
     lock = threading.Lock()
 
@@ -348,7 +354,8 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q) -> None:
+def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q,
+                        server_conn=None) -> None:
     """Body of one of ``workers`` processes under --concurrency: its own model, sandbox pool and
     ``concurrency`` task threads, all pulling from one shared task queue. Several processes avoid
     one interpreter lock for every task's sampling and guidance, and feed the GPU from several
@@ -371,26 +378,54 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
                 return None
 
             pending = iter(next_item, None)
+            model = None
+            if server_conn is not None:
+                from ..lm.hf_server import RemoteModel
+
+                model = RemoteModel(server_conn)
             _concurrent_in_this_process(pending, agents, folder, model_spec, run_timeout, protocol,
-                                        scorer, concurrency, lambda ok: results_q.put(("task", ok)))
+                                        scorer, concurrency, lambda ok: results_q.put(("task", ok)), model)
         finally:
             scorer.close()
     except BaseException as exc:  # reported to the parent, which stops the run with it
         results_q.put(("error", str(exc) or type(exc).__name__))
 
 
+def _uses_model_server(model_spec: str | None) -> bool:
+    """A transformers model is served to the workers by one process (hf_server.py: one model, one
+    KV cache, one CUDA context, forwards that batch every worker's steps) unless its spec says
+    server=off; other backends load one model per worker (llama.cpp) or are servers already."""
+    from urllib.parse import parse_qsl
+
+    from ..lm import split_spec
+
+    backend, _, query = split_spec(model_spec)
+    return backend == "transformers" and dict(parse_qsl(query)).get("server", "on") != "off"
+
+
 def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protocol, concurrency, workers, tick):
     ctx = multiprocessing.get_context("spawn")
+    server, conns = None, [None] * workers
+    if _uses_model_server(model_spec):
+        from ..lm import hf_server
+
+        # every worker's sessions at once: KV slots for all of them, in the one cache
+        options = {"n_ctx": _n_ctx(agents), "slots": workers * concurrency * _seqs(agents)}
+        server, conns = hf_server.start(ctx, model_spec, options, workers, str(folder))
     tasks_q, results_q = ctx.Queue(), ctx.Queue()
     for item in todo:
         tasks_q.put(item)
     for _ in range(workers * concurrency):  # one end mark per task thread
         tasks_q.put(None)
     procs = [ctx.Process(target=_concurrent_process, daemon=True,
-                         args=(str(folder), agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q))
-             for _ in range(workers)]
+                         args=(str(folder), agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q,
+                               conns[i]))
+             for i in range(workers)]
     for proc in procs:
         proc.start()
+    for conn in conns:  # the workers hold their ends now (the server sees EOF when one dies)
+        if conn is not None:
+            conn.close()
     try:
         left = len(todo)
         while left:
@@ -399,6 +434,8 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     raise EgcfgError("all worker processes ended before the run was done") from None
+                if server is not None and not server.is_alive():
+                    raise EgcfgError("the model server process ended before the run was done") from None
                 continue
             if kind == "error":
                 raise EgcfgError(f"a worker process failed: {value}")
@@ -414,6 +451,10 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.kill()
+        if server is not None:  # (it ends by itself once every worker's pipe has closed)
+            from ..lm import hf_server
+
+            hf_server.stop(server)
         for q in (tasks_q, results_q):  # release their locks and feeder threads now, not at exit
             q.close()
             q.cancel_join_thread()

@@ -10,7 +10,8 @@ from .base import LanguageModel
 
 # Options a spec may carry after "?" (e.g. "hf:embedded?device=cuda&slots=320"), with their types.
 _HF_OPTIONS = {"device": str, "dtype": str, "slots": int, "n_ctx": int, "batch_wait": float,
-               "prefill_rows": int, "prefill_budget": int, "max_rows": int, "graphs": str}
+               "prefill_rows": int, "prefill_budget": int, "max_rows": int, "graphs": str,
+               "server": str}
 _OPENAI_OPTIONS = {"model": str, "tokenizer": str, "logprobs": int, "draft": int, "concurrency": int,
                    "timeout": float, "retries": int, "api_key_env": str, "n_ctx": int}
 

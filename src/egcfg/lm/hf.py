@@ -114,7 +114,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
                  prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None,
-                 graphs: str | None = None):
+                 graphs: str | None = None, server: str | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -138,6 +138,9 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 raise RuntimeError("torch sees no CUDA device")
         except RuntimeError as exc:
             raise EgcfgError(f"device {device!r} is not usable: {exc}") from None
+        # server= is the runner's (bench --workers: one model server process, hf_server.py)
+        if server not in (None, "on", "off"):
+            raise EgcfgError(f"model option server={server!r} must be on or off")
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
@@ -166,8 +169,9 @@ class HFModel(UsesTokenizer, ModelLifetime):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         attn_module = __import__(type(self.hf.model.layers[0].self_attn).__module__, fromlist=["apply_rotary_pos_emb"])
         self._rope = attn_module.apply_rotary_pos_emb
-        self.tok = HFTokenizer(folder, n_vocab=self.n_vocab,
-                               extra_eos=getattr(self.hf.generation_config, "eos_token_id", None))
+        # (kept: a model server's workers load the same tokenizer: hf_server.py)
+        self.tokenizer_args = (folder, self.n_vocab, getattr(self.hf.generation_config, "eos_token_id", None))
+        self.tok = HFTokenizer(*self.tokenizer_args)
         self.tokenizer = self.tok.tokenizer
         # +PREFILL_CHUNK: padded rows of a batch write (unused) K/V past their own length.
         self.capacity = n_ctx + PREFILL_CHUNK

@@ -43,13 +43,19 @@ class Request:
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
-    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error")
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done")
 
-    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False):
+    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None):
         self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
         self.done = threading.Event()
         self.result = None
         self.error = None
+        self.on_done = on_done  # called with the request once it is done (the model server's reply)
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 class Batcher:
@@ -99,14 +105,18 @@ class Batcher:
         for r in requests:
             if not r.done.is_set():
                 r.error = error
-                r.done.set()
+                r.finish()
 
-    def call(self, request: Request):
+    def submit(self, request: Request) -> None:
+        """Queue a request without waiting for it (its ``on_done`` says when it is done)."""
         with self._cv:
             if self._stopped:
                 raise BackendFailure("the model was closed")
             self._queue.append(request)
             self._cv.notify_all()
+
+    def call(self, request: Request):
+        self.submit(request)
         while not request.done.wait(timeout=5.0):
             if self._thread is None or not self._thread.is_alive():
                 raise BackendFailure("the hf backend's batcher thread is gone")
@@ -174,7 +184,7 @@ class Batcher:
             req.result = fn(req)
         except Exception as exc:  # handed to the waiting session, which raises it
             req.error = as_error(exc)
-        req.done.set()
+        req.finish()
 
     def _forward(self, kind: str, rows: list[tuple[int, int, list[int]]]):
         """One forward of ``rows``; its logits go to the slots' rows of the model's table."""
@@ -205,7 +215,7 @@ class Batcher:
             picked = tokens[at:at + n]
             at += n
             r.result = (r.result, picked) if r.kind == "step" else picked
-            r.done.set()
+            r.finish()
 
     def _run_prefills(self, requests: list[Request]) -> None:
         """Chunk by chunk, every pending prefill advances in forwards of similar-length rows."""
@@ -236,13 +246,13 @@ class Batcher:
                         if offsets[id(r)] >= len(r.rows[0][2]):
                             # (a copy, not a view: a view would pin the whole block)
                             r.result = host[i].copy() if r.fetch else None
-                            r.done.set()
+                            r.finish()
                 pending = [r for r in pending if not r.done.is_set()]
         except Exception as exc:
             for r in pending:
                 if not r.done.is_set():
                     r.error = as_error(exc)
-                    r.done.set()
+                    r.finish()
 
     def _run_steps(self, steps: list[Request]) -> list[Request]:
         """One forward (or a few, of ``max_rows`` rows) for every pending step; the requests that
