@@ -159,6 +159,25 @@ def cmd_replay(args) -> int:
 
 
 # -- summarize ------------------------------------------------------------------------------------
+def write_speed_md(data: dict) -> None:
+    """speed.md from speed.json (benchmarks/speed.py renders every section), then one line per grid
+    run against the targets."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from speed import RESULTS, write_markdown
+
+    write_markdown(data)
+    rows = ["", "## The agent grid on one GPU, against the targets", "",
+            "| run | agents | what | targets | measured |", "|---|---|---|---|---|"]
+    for key in sorted(k for k in data if k.startswith("gpu_grid")):
+        g = data[key]
+        rows.append(f"| {key} | {g['agents']} | MBPP 500 tasks: wall minutes; generated / prefilled tok/s; GPU busy; "
+                    f"efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {g['minutes']} min for {g['tasks']}/"
+                    f"{g['tasks_planned']} tasks; {g['generated_tokens_per_second']:,} / {g['prefill_tokens_per_second']:,}; "
+                    f"{g['gpu_busy_percent']}%; {g['efficiency']} |")
+    with open(RESULTS / "speed.md", "a") as f:
+        f.write("\n".join(rows) + "\n")
+
+
 def now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
@@ -355,16 +374,7 @@ def cmd_summarize(args) -> int:
     data = json.loads(speed.read_text())
     data[args.section] = section
     speed.write_text(json.dumps(data, indent=1) + "\n")
-    row = (f"| H200, transformers bf16, {len(agents)} agents | MBPP 500 tasks: wall minutes; generated / prefilled "
-           f"tok/s; GPU busy; efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {section['minutes']} min for "
-           f"{n_done}/{planned} tasks; {section['generated_tokens_per_second']:,} / {section['prefill_tokens_per_second']:,}; "
-           f"{busy}%; {section['efficiency']} |")
-    md = ROOT / "benchmarks" / "results" / "speed.md"
-    text = md.read_text() if md.exists() else ""
-    marker = f"<!-- {args.section} -->"
-    lines = [line for line in text.splitlines() if marker not in line]
-    lines.append(f"{row} {marker}")
-    md.write_text("\n".join(lines) + "\n")
+    write_speed_md(data)
     print(json.dumps({k: v for k, v in section.items() if k not in ("first_k_agents_over_planned", "profile")}, indent=1))
     return 0
 
