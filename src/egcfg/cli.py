@@ -20,7 +20,7 @@ from .agents import GRID_FIELDS
 from .bench.protocol import PROTOCOLS
 from .config import FLAGS, HELP, SHORT, Config, check_timeout
 from .errors import BackendFailure, EgcfgError
-from .prompts import STYLES
+from .prompts import FORMATS, STYLES
 from .terminal import safe
 
 log = logging.getLogger("egcfg")
@@ -57,6 +57,8 @@ def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
             kwargs["action"] = "store_true"
         elif f.name == "prompt_style":
             kwargs["choices"] = STYLES
+        elif f.name == "prompt_format":
+            kwargs["choices"] = FORMATS
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
         if f.type != "bool" and f.name != "gammas":

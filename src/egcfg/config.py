@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import EgcfgError
-from .prompts import STYLES
+from .prompts import FORMATS, STYLES
 
 # The paper's per-agent schedule: try gamma values in order, stop at the first passing program.
 GAMMA_SCHEDULE = (0.0, 0.5, 1.0, 3.0)
@@ -21,6 +21,9 @@ HELP = {
     "temperature": "candidate sampling temperature (t)",
     "top_p": "candidate nucleus (top-p)",
     "prompt_style": "instruct (few-shot) or long-code (many short lines)",
+    "prompt_format": "how the chat is built: one-shot (a worked example; a given signature is continued), "
+                     "one-shot-free (the answer writes the signature too), zero-shot (no example), or evalplus "
+                     "(EvalPlus's instruction prompt for chat models)",
     "max_tokens": "generated tokens per attempt",
     "max_line_tokens": "a line of more tokens ends the attempt (degenerate output)",
     "signal_budget": "token budget of the trace signal",
@@ -40,6 +43,7 @@ class Config:
     temperature: float = 0.7       # t: candidate sampling temperature
     top_p: float = 0.95            # nucleus for candidate sampling
     prompt_style: str = "instruct"  # instruct | long-code
+    prompt_format: str = "one-shot"  # prompts.FORMATS
     max_tokens: int = 512          # generated tokens per attempt
     max_line_tokens: int = 128     # a line longer than this ends the attempt (degenerate output)
     signal_budget: int = 768       # tokens of dynamic signal at most (1536 until 2026-11-26: benchmarks/results/speed.md)
@@ -92,6 +96,8 @@ class Config:
             raise EgcfgError("--top-p must be in (0, 1]")
         if self.prompt_style not in STYLES:
             raise EgcfgError(f"--prompt-style must be one of {', '.join(STYLES)}")
+        if self.prompt_format not in FORMATS:
+            raise EgcfgError(f"--prompt-format must be one of {', '.join(FORMATS)}")
         if self.max_tokens < 1:
             raise EgcfgError("--max-tokens must be at least 1")
         check_timeout(self.run_timeout)

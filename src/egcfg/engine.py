@@ -71,9 +71,9 @@ class Generator:
         self.config = config
         self.sandbox = sandbox
         self.explain = explain
-        rendered = model.render_chat(prompts.messages(task, config.prompt_style))
-        self.start = task.answer_start
-        self.parts = prompts.split_prompt(rendered, self.start)
+        rendered = model.render_chat(prompts.messages(task, config.prompt_style, config.prompt_format))
+        self.start = prompts.answer_start(task, config.prompt_format)
+        self.parts = prompts.split_prompt(rendered, self.start, prompts.opener(config.prompt_format))
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None

@@ -1,4 +1,6 @@
-"""Prompt templates: the few-shot instruct style and the "long code" style, in the model's chat format.
+"""Prompt templates: the few-shot instruct style and the "long code" style, in the model's chat format,
+in one of a few formats (``FORMATS``: with or without the worked example and the given signature, or
+EvalPlus's own instruction prompt), which both methods always share.
 
 Both branches share one chat: p_sol is ``prefix + suffix``, p_dyn is ``prefix + signal + suffix``,
 where the split point is the end of the last user message (the method puts the traces there) and
@@ -15,6 +17,19 @@ from .task import Task
 STYLES = ("instruct", "long-code")
 SIGNAL_SLOT = "\x00EGCFG_SIGNAL\x00"
 ANSWER_START = "```python\n"
+
+# How the chat is put together (Config.prompt_format):
+# * one-shot: our system prompt, one worked example, then the task with its visible tests; where the
+#   task gives a signature (HumanEval), the answer continues it;
+# * one-shot-free: the same, but the answer writes the whole program, signature included;
+# * zero-shot: one-shot without the worked example;
+# * evalplus: EvalPlus's instruction prompt for chat models (its codegen for HumanEval+/MBPP+, the
+#   setting model makers report): no system prompt of ours (the model's template adds its default),
+#   the problem in a code block, and the answer opened by EvalPlus's response prefix, whole.
+FORMATS = ("one-shot", "one-shot-free", "zero-shot", "evalplus")
+EVALPLUS_INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
+EVALPLUS_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                     "corresponding tests:\n")
 
 SYSTEM = "You are an expert Python programmer. You write correct, simple code."
 
@@ -80,11 +95,30 @@ def task_text(task: Task) -> str:
     return f"{task.prompt.strip()}\n{shown}Write the Python function `{task.entry_point}`."
 
 
-def messages(task: Task, style: str) -> list[dict]:
-    """Chat messages with a one-shot example; the last user message ends with the signal slot."""
+def _evalplus_problem(task: Task) -> str:
+    """The problem as EvalPlus shows it: a given signature and docstring as they are (they hold the
+    examples); otherwise the statement and its visible tests in a docstring, as in its MBPP prompt."""
+    if task.answer_start:
+        return task.answer_start.strip()
+    if task.is_io:
+        return task_text(task)
+    return '"""\n' + task.prompt.strip() + "\n" + "\n".join(t.strip() for t in task.tests) + '\n"""'
+
+
+def messages(task: Task, style: str, fmt: str = "one-shot") -> list[dict]:
+    """Chat messages of the format; the last user message ends with the signal slot."""
     if style not in STYLES:
         raise ValueError(f"unknown prompt style {style!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown prompt format {fmt!r}")
     instruction = _INSTRUCTIONS[style]
+    if fmt == "evalplus":
+        # (the long-code style keeps its request for many short lines; instruct adds nothing)
+        extra = _INSTRUCTIONS["long-code"].split(". ", 1)[1] if style == "long-code" else ""
+        return [{"role": "user", "content": f"{EVALPLUS_INSTRUCTION}\n```\n{_evalplus_problem(task)}\n```\n{extra}{SIGNAL_SLOT}"}]
+    final = {"role": "user", "content": f"{task_text(task)}\n{instruction}{SIGNAL_SLOT}"}
+    if fmt == "zero-shot":
+        return [{"role": "system", "content": SYSTEM}, final]
     if task.is_io:
         example_task, example_answer = _EXAMPLE_IO_TASK, _EXAMPLE_IO
     else:
@@ -94,8 +128,18 @@ def messages(task: Task, style: str) -> list[dict]:
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f"{example_task}\n{instruction}"},
         {"role": "assistant", "content": example_answer},
-        {"role": "user", "content": f"{task_text(task)}\n{instruction}{SIGNAL_SLOT}"},
+        final,
     ]
+
+
+def answer_start(task: Task, fmt: str) -> str:
+    """Code the answer begins with: the task's given signature where the format continues it."""
+    return task.answer_start if fmt in ("one-shot", "zero-shot") else ""
+
+
+def opener(fmt: str) -> str:
+    """What the assistant's turn starts with, before the program."""
+    return (EVALPLUS_RESPONSE if fmt == "evalplus" else "") + ANSWER_START
 
 
 @dataclass(frozen=True)
@@ -110,10 +154,11 @@ class PromptParts:
         return "\n\n" + signal
 
 
-def split_prompt(rendered: str, answer_start: str = "") -> PromptParts:
-    """Split a rendered chat (with the assistant turn opened) at the signal slot. The answer opens a
-    ```python block, then ``answer_start`` (code the model is to continue, e.g. a signature)."""
+def split_prompt(rendered: str, answer_start: str = "", opening: str = ANSWER_START) -> PromptParts:
+    """Split a rendered chat (with the assistant turn opened) at the signal slot. The answer opens
+    with ``opening`` (a ```python block, after a response prefix in some formats), then
+    ``answer_start`` (code the model is to continue, e.g. a signature)."""
     if rendered.count(SIGNAL_SLOT) != 1:
         raise ValueError("the chat template must render the signal slot exactly once")
     prefix, suffix = rendered.split(SIGNAL_SLOT)
-    return PromptParts(prefix=prefix, suffix=suffix + ANSWER_START + answer_start)
+    return PromptParts(prefix=prefix, suffix=suffix + opening + answer_start)

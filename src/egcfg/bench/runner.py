@@ -184,7 +184,7 @@ def _n_ctx(agents: list[Agent]) -> int:
 
 def _greedy_key(agent: Agent) -> tuple:
     cfg = agent.config
-    return (cfg.prompt_style, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
+    return (cfg.prompt_style, cfg.prompt_format, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
 
 
 def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents: list[Agent], protocol: str,

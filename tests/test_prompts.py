@@ -1,0 +1,67 @@
+"""Prompt formats (prompts.FORMATS): what each puts in the chat, and that both methods get it."""
+
+import pytest
+
+from egcfg import Config, prompts, task_from_dict
+from egcfg.bench.runner import _greedy_key
+from egcfg.agents import Agent
+from egcfg.engine import Generator
+from egcfg.errors import EgcfgError
+from fakes import ScriptedModel
+
+STUB = 'def add(a, b):\n    """Add two numbers.\n    >>> add(1, 2)\n    3\n    """\n'
+HUMANEVAL_LIKE = task_from_dict({"task_id": "h", "prompt": STUB, "entry_point": "add", "answer_start": STUB,
+                                 "tests": ["assert add(1, 2) == 3"]})
+MBPP_LIKE = task_from_dict({"task_id": "m", "prompt": "Write a function to add two numbers.", "entry_point": "add",
+                            "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]})
+
+
+@pytest.mark.parametrize("fmt", prompts.FORMATS)
+@pytest.mark.parametrize("style", prompts.STYLES)
+def test_every_format_has_one_signal_slot_at_the_end_of_the_last_user_message(fmt, style):
+    for task in (HUMANEVAL_LIKE, MBPP_LIKE):
+        msgs = prompts.messages(task, style, fmt)
+        assert msgs[-1]["role"] == "user" and msgs[-1]["content"].endswith(prompts.SIGNAL_SLOT)
+        assert sum(m["content"].count(prompts.SIGNAL_SLOT) for m in msgs) == 1
+        assert "assert add(1, 2) == 3" in msgs[-1]["content"] or ">>> add(1, 2)" in msgs[-1]["content"]
+
+
+def test_what_each_format_changes():
+    one = prompts.messages(HUMANEVAL_LIKE, "instruct", "one-shot")
+    assert [m["role"] for m in one] == ["system", "user", "assistant", "user"]
+    assert prompts.messages(HUMANEVAL_LIKE, "instruct", "one-shot-free") == one  # only the answer differs
+    assert prompts.answer_start(HUMANEVAL_LIKE, "one-shot") == STUB
+    assert prompts.answer_start(HUMANEVAL_LIKE, "one-shot-free") == ""
+    assert [m["role"] for m in prompts.messages(HUMANEVAL_LIKE, "instruct", "zero-shot")] == ["system", "user"]
+    assert prompts.answer_start(HUMANEVAL_LIKE, "zero-shot") == STUB
+    (ev,) = prompts.messages(HUMANEVAL_LIKE, "instruct", "evalplus")  # no system prompt of ours
+    assert ev["content"].startswith(prompts.EVALPLUS_INSTRUCTION + "\n```\n" + STUB.strip() + "\n```\n")
+    assert prompts.answer_start(HUMANEVAL_LIKE, "evalplus") == ""
+    assert prompts.opener("evalplus") == prompts.EVALPLUS_RESPONSE + "```python\n"
+    assert prompts.opener("one-shot") == "```python\n"
+    (mb,) = prompts.messages(MBPP_LIKE, "long-code", "evalplus")  # MBPP: statement and tests in a docstring
+    assert '"""\nWrite a function to add two numbers.\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"""' in mb["content"]
+    assert "many short, simple lines" in mb["content"]
+    with pytest.raises(ValueError):
+        prompts.messages(MBPP_LIKE, "instruct", "few-shot")
+
+
+def test_the_engine_opens_the_answer_as_the_format_says(sandbox):
+    model = ScriptedModel(["    return a + b\n"])
+    for fmt, tail in (("one-shot", "```python\n" + STUB), ("evalplus", prompts.EVALPLUS_RESPONSE + "```python\n")):
+        gen = Generator(model, HUMANEVAL_LIKE, Config(prompt_format=fmt, gammas=(0.0,)), sandbox)
+        assert gen.parts.suffix.endswith(tail)
+        assert gen.start == prompts.answer_start(HUMANEVAL_LIKE, fmt)
+
+
+def test_prompt_format_is_checked_and_keys_the_shared_greedy_attempt():
+    with pytest.raises(EgcfgError, match="--prompt-format must be one of"):
+        Config(prompt_format="few-shot").validate()
+    a, b = Agent("a", Config()), Agent("b", Config(prompt_format="evalplus"))
+    assert _greedy_key(a) != _greedy_key(b)  # a one-shot greedy attempt is not reused for evalplus
+
+
+def test_bench_rejects_an_unknown_format_in_one_line(egcfg_cli, tmp_path):
+    res = egcfg_cli("bench", "mbpp", "--prompt-format", "few-shot", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "few-shot" in res.stderr
