@@ -122,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(b, [f.name for f in fields(Config) if f.name not in GRID_FIELDS])
     b.add_argument("--no-progress", action="store_true")
 
-    r = sub.add_parser("report", help="summarise a run folder")
-    r.add_argument("run")
+    r = sub.add_parser("report", help="summarise a run folder, or score a run's final programs again")
+    r.add_argument("run", help="a run folder, or (with --rescore) an exported run: benchmarks/results/runs/NAME.json")
+    r.add_argument("--rescore", action="store_true",
+                   help="run every final program on its hidden tests again, in the sandbox, and compare")
+    r.add_argument("--data", help="with --rescore: the benchmark's data folder or file (as for bench)")
     r.add_argument("--json", action="store_true")
     r.add_argument("--markdown", action="store_true")
     r.add_argument("--html", help="write a self-contained HTML page with plots and per-task guidance")
@@ -373,6 +376,14 @@ def cmd_report(args) -> int:
     from .bench.report import format_markdown, format_text, summarize
     from .bench.store import Store
 
+    if args.rescore:
+        from .bench.rescore import format_rescore, rescore
+
+        result = rescore(args.run, args.data)
+        print(json.dumps(result, indent=2)) if args.json else _say(format_rescore(result))
+        return 0
+    if Path(args.run).is_file():
+        raise EgcfgError(f"{args.run} is a file: an exported run is scored again with --rescore")
     store = Store(args.run, create=False, read_only=True)
     try:
         summary = summarize(store)
