@@ -281,3 +281,35 @@ def test_a_model_that_fails_in_the_workers_stops_the_run_and_leaves_the_folder_r
                         "--out", str(tmp_path / "never"))
     assert missing.returncode == 2 and "neither an embedded model" in missing.stderr
     assert not (tmp_path / "never").exists()  # checked before the run folder is made
+
+
+@pytest.mark.model
+def test_the_sampling_method_runs_the_agents_schedule_with_sampled_attempts(tmp_path):
+    """bench --method sampling: the same agents and schedule slots as EG-CFG (gamma 0 greedy and
+    shared by the agents of a prompt style, every other slot one sampled program), the first to
+    pass the visible tests wins; the run says it is the sampling control, and resumes. A run folder
+    begun before a setting existed resumes with that setting's default."""
+    out = tmp_path / "s"
+    args = ["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/12", "--method", "sampling", "--agents", "2",
+            "--gamma", "0,1", "--max-tokens", "4", "--out", str(out), "--no-progress"]  # (too short to pass)
+    proc = _bench(args)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-800:]
+    meta = dict(_rows(out / "results.sqlite", "SELECT key, value FROM meta"))
+    assert json.loads(meta["method"]) == "sampling"
+    assert all(a["sampling_control"] for a in json.loads(meta["agents"]))
+    attempts = _rows(out / "results.sqlite", "SELECT agent, gamma, stats FROM attempts ORDER BY agent, gamma")
+    assert sorted({g for _, g, _ in attempts}) == [0.0, 1.0] and len({a for a, g, _ in attempts if g == 1.0}) == 2
+    for agent, gamma, stats in attempts:
+        assert json.loads(stats)["refreshes"] == 0  # no guidance anywhere
+    # an older run's meta without the newer settings: --resume fills their defaults
+    db = sqlite3.connect(out / "results.sqlite")
+    agents = json.loads(meta["agents"])
+    for a in agents:
+        a.pop("prompt_format")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'agents'", (json.dumps(agents),))
+    db.commit()
+    db.close()
+    proc = _bench(args + ["--resume"])
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-800:]

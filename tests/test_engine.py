@@ -84,3 +84,30 @@ def test_answer_start_is_continued_and_guided_from_the_first_line(model, sandbox
     lines = result.attempts[0].lines
     assert lines and lines[0].line == 1 and lines[0].candidates  # a refresh before the first body line
     assert all(c.startswith(start) for c in lines[0].candidates)
+
+
+def test_the_sampling_control_samples_whole_programs_without_guidance(model, sandbox):
+    """--method sampling: a gamma > 0 attempt of the schedule is a program sampled at the agent's
+    temperature and top-p, with no candidates, traces or signal; reproducible from its seed, and
+    other seeds (schedule slots, agents) draw other programs. Gamma 0 stays greedy."""
+    from egcfg.solver import _sample_seed
+    from egcfg.execution.checks import TracedRuns
+    from egcfg.engine import Stats
+
+    cfg = Config(gammas=(0.0, 1.0), temperature=1.2, max_tokens=48, sampling_control=True)
+    assert _sample_seed(cfg, 0.0, 0, "a") is None and _sample_seed(cfg.with_(sampling_control=False), 1.0, 1, "a") is None
+    assert _sample_seed(cfg, 1.0, 1, "a") != _sample_seed(cfg, 1.0, 1, "b") != _sample_seed(cfg, 1.0, 2, "b")
+    gen = Generator(model, TINY, cfg, sandbox)
+    try:
+        greedy = gen.run(0.0)
+        codes = []
+        for seed in ((1, 1), (1, 1), (1, 2), (2, 1), (3, 1)):
+            stats = Stats()
+            attempt = gen.run(1.0, traces=TracedRuns(sandbox, TINY, stats), stats=stats, sample_seed=seed)
+            assert stats.refreshes == 0 and stats.candidate_tokens == 0 and stats.guided_lines == 0
+            codes.append(attempt.code)
+        assert codes[0] == codes[1]  # the same seed, the same program
+        assert len(set(codes[1:])) > 1  # other seeds, other programs
+        assert gen.run(0.0).code == greedy.code
+    finally:
+        gen.close()

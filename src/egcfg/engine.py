@@ -77,6 +77,7 @@ class Generator:
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
+        self._sampler = None
 
     def session(self):
         """The backend session, kept across the attempts of a solve (same prompt, warm caches)."""
@@ -93,17 +94,20 @@ class Generator:
         return len(self.model.tokenize(text))
 
     def run(self, gamma: float, traces: TracedRuns | None = None, stats: Stats | None = None,
-            cancelled: Callable[[], bool] | None = None) -> Attempt:
+            cancelled: Callable[[], bool] | None = None, sample_seed: tuple[int, ...] | None = None) -> Attempt:
         """Decode one program at guidance strength ``gamma``. ``cancelled`` is polled at each line
         boundary (another agent already solved the task): the attempt then ends with stop reason
-        "cancelled" and is not verified."""
+        "cancelled" and is not verified. With ``sample_seed`` the program is sampled instead, every
+        token at the config's temperature and top-p, with no guidance (the sampling control: the
+        draws come from a generator seeded with the config's seed and ``sample_seed``)."""
         cfg = self.config
         stats = stats or Stats()
         traces = traces or TracedRuns(self.sandbox, self.task, stats)
         traces.stats = stats
         self._traces = traces
         has_tests = bool(self.task.tests or self.task.io_tests)
-        guide = has_tests and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
+        self._sampler = None if sample_seed is None else np.random.default_rng([cfg.seed, *sample_seed])
+        guide = has_tests and sample_seed is None and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
         # Seeded per attempt, not per gamma: every attempt reaches its first guided line in the same
         # state (the lines before are greedy), so it samples the same candidates, whose traces are
         # cached and whose signal is already in DYN's cache.
@@ -168,9 +172,11 @@ class Generator:
         if b.record is not None:
             b.lines.append(b.record)
 
-    @staticmethod
-    def _rule(b: _Branches, gamma: float) -> Pick | None:
+    def _rule(self, b: _Branches, gamma: float) -> Pick | None:
         """How the next token is picked in the current state (None: SOL must catch up first)."""
+        if self._sampler is not None:  # the sampling control: SOL alone, a fresh draw per token
+            return Pick(SOL, temperature=self.config.temperature, top_p=self.config.top_p,
+                        u=float(self._sampler.random()))
         if b.guided and gamma == 1.0:
             return Pick(DYN)  # gamma 1: the rule reduces to p_dyn alone
         if b.sol_stale:

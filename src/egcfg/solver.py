@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,15 @@ def failed_attempt(gamma: float, task: Task, exc: Exception) -> Attempt:
                    stop_reason=f"{ERROR_PREFIX} {exc}"[:200], stats=Stats())
 
 
+def _sample_seed(config, gamma: float, slot: int, agent: str) -> tuple[int, ...] | None:
+    """Under the sampling control, the seed of a gamma > 0 attempt: its place in the schedule and
+    its agent (agents of the grid that differ only in what sampling ignores, e.g. the horizon, must
+    not draw the same programs). None: decode with EG-CFG (and gamma 0 greedily) as usual."""
+    if not config.sampling_control or gamma == 0.0:
+        return None
+    return (zlib.crc32(agent.encode()), slot)
+
+
 def run_schedule(generator: Generator, gammas: tuple[float, ...], traces: TracedRuns, *,
                  cancelled: Callable[[], bool] | None = None,
                  reuse: Callable[[float], Attempt | None] | None = None,
@@ -48,7 +58,7 @@ def run_schedule(generator: Generator, gammas: tuple[float, ...], traces: Traced
     and the schedule goes on with a fresh backend session (a broken backend still stops it).
     """
     attempts: list[Attempt] = []
-    for gamma in gammas:
+    for slot, gamma in enumerate(gammas):
         if cancelled is not None and cancelled():
             break
         attempt = reuse(gamma) if reuse is not None else None
@@ -56,7 +66,8 @@ def run_schedule(generator: Generator, gammas: tuple[float, ...], traces: Traced
             break  # (reuse may have waited for another agent's greedy attempt, which solved the task)
         if attempt is None:
             try:
-                attempt = generator.run(gamma, traces=traces, stats=Stats(), cancelled=cancelled)
+                attempt = generator.run(gamma, traces=traces, stats=Stats(), cancelled=cancelled,
+                                        sample_seed=_sample_seed(generator.config, gamma, slot, agent))
             except BackendFailure:
                 raise  # the model is broken for every task: stop, record nothing false
             except EgcfgError as exc:
