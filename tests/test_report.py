@@ -71,3 +71,36 @@ def test_rescore_errors_are_one_line(egcfg_cli, tmp_path):
         res = egcfg_cli("report", *args)
         assert res.returncode == 2 and words in res.stderr, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_reports_give_the_papers_count_and_pass_at_1_against_attempts_spent(tmp_path):
+    """Task a: agent 1 passes. Task b: agent 1 fails its visible tests (but one attempt passes
+    the hidden ones), agent 2 passes. Honest pass@1 with the first agent alone 50%, with both
+    100%; the paper's count (any attempt passes hidden) is 100% either way."""
+    from egcfg.bench.report import format_markdown, format_text, summarize
+    from egcfg.bench.store import Store
+    from egcfg.engine import Attempt, Stats
+
+    store = Store(tmp_path / "run")
+    agents = [{"name": n, "gammas": [0.0, 1.0]} for n in ("one", "two")]
+    store.set_meta(agents=agents, protocol="honest", task_ids=["a", "b"], benchmark="mbpp", method="egcfg")
+
+    def attempt(task, agent, gamma, visible, hidden, tokens=10):
+        st = Stats()
+        st.tokens_decoded = tokens
+        store.add_attempt(task, agent, Attempt(gamma=gamma, code="x = 1\n", passed=visible, tests_passed=int(visible),
+                                               tests_total=1, stop_reason="eos", stats=st), [])
+        store.set_attempt_hidden(task, agent, gamma, hidden)
+
+    attempt("a", "one", 0.0, True, True)
+    attempt("b", "one", 0.0, False, False)  # (the honest pick among failures: the earliest)
+    attempt("b", "one", 1.0, False, True)   # visible fail, hidden pass: counted by the paper's count only
+    attempt("b", "two", 0.0, True, True)
+    store.add_task("a", 0, {"agent": "one", "gamma": 0.0, "code": "x"}, True, {"passed": True, "status": "ok", "detail": ""}, {})
+    store.add_task("b", 1, {"agent": "two", "gamma": 0.0, "code": "x"}, True, {"passed": True, "status": "ok", "detail": ""}, {})
+    s = summarize(store)
+    store.close()
+    assert s["any_attempt_pass_at_1"] == 100.0
+    assert [(r["agents"], r["pass_at_1"], r["attempts_per_task"], r["generated_tokens_per_task"])
+            for r in s["first_k_agents"]] == [(1, 50.0, 1.5, 15.0), (2, 100.0, 2.0, 20.0)]
+    assert "| 1 | 50.0 | 1.5 | 15.0 |" in format_markdown(s) and "first k agents: 1: 50.0%" in format_text(s)

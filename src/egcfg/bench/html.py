@@ -92,6 +92,21 @@ td,th{border:1px solid #ccc;padding:.3em .6em}pre{background:#f6f6f6;padding:.6e
 .line{margin-left:1em;border-left:3px solid #ddd;padding-left:.6em}img{margin:.5em 1em .5em 0}"""
 
 
+def _agents_plot(curve: list[dict]) -> str:
+    """pass@1 against attempts spent: one point per first-k-agents prefix of the grid."""
+    def draw(ax):
+        xs = [r["attempts_per_task"] for r in curve]
+        ax.plot(xs, [r["pass_at_1"] or 0 for r in curve], marker="o", color="#55a868")
+        for r, x in zip(curve, xs):
+            ax.annotate(str(r["agents"]), (x, r["pass_at_1"] or 0), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        ax.set_xlabel("attempts per task (first k agents; k at each point)")
+        ax.set_ylabel("pass@1, hidden tests (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("Pass rate vs attempts spent")
+
+    return _plot_png(draw)
+
+
 def write_html(store: Store, summary: dict, path: Path) -> None:
     tasks = store.tasks()
     attempts = store.attempts()
@@ -102,13 +117,21 @@ def write_html(store: Store, summary: dict, path: Path) -> None:
             ("agents", summary["agents"]), ("model", summary["model"]),
             ("tasks", f'{summary["tasks"]} of {summary["tasks_planned"]}'),
             ("pass@1 (hidden tests)", headline(summary)), ("greedy baseline", summary["baseline_pass_at_1"]),
-            ("RSR", summary["rsr"]), ("seconds per task", summary["cost_per_task"]["seconds_total"]),
+            ("RSR", summary["rsr"]), ("the paper's count (any attempt passes hidden)", summary.get("any_attempt_pass_at_1")),
+            ("seconds per task", summary["cost_per_task"]["seconds_total"]),
             ("command", summary["command"]), ("date", summary["date"]), ("machine", summary["machine"])]
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in head)
     plots = ""
     if tasks:
         plots = (f'<img alt="pass rate vs gamma" src="data:image/png;base64,{_gamma_plot(summary)}">'
                  f'<img alt="pass rate vs cost" src="data:image/png;base64,{_cost_plot(tasks)}">')
+        curve = summary.get("first_k_agents") or []
+        if len(curve) > 1:
+            plots += f'<img alt="pass rate vs attempts spent" src="data:image/png;base64,{_agents_plot(curve)}">'
+            plots += ("<table id='first-k'><tr><th>first k agents</th><th>pass@1 (hidden)</th><th>attempts/task</th>"
+                      "<th>generated tokens/task</th></tr>" + "".join(
+                          f"<tr><td>{r['agents']}</td><td>{r['pass_at_1']}</td><td>{r['attempts_per_task']}</td>"
+                          f"<td>{r['generated_tokens_per_task']}</td></tr>" for r in curve) + "</table>")
     body = "\n".join(_task_section(t, by_task.get(t["task_id"], [])) for t in tasks)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>egcfg report: {_esc(summary['benchmark'])}</title>"
             f"<style>{STYLE}</style></head><body><h1>egcfg report: {_esc(summary['benchmark'])} "
