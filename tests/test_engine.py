@@ -111,3 +111,13 @@ def test_the_sampling_control_samples_whole_programs_without_guidance(model, san
         assert gen.run(0.0).code == greedy.code
     finally:
         gen.close()
+
+
+def test_guidance_works_in_the_evalplus_format(model, sandbox):
+    """The evalplus prompt format keeps the method whole: candidates traced, the signal in p_dyn
+    (at the end of its one user message), guided lines, a whole program written from scratch."""
+    cfg = SMALL.with_(prompt_format="evalplus")
+    result = solve(TINY, model=model, config=cfg, sandbox=sandbox, explain=True)
+    assert result.stats.refreshes > 0 and result.stats.guided_lines > 0
+    assert any(rec.signal and "Invocation: clip(5, 0, 3)" in rec.signal for rec in result.attempts[0].lines)
+    assert "def clip(" in result.code
