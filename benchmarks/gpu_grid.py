@@ -200,11 +200,11 @@ def _attempt_rows(db, where: str = "", args: tuple = ()) -> dict[str, list[dict]
     """Attempt rows with a hidden verdict, by task, as runner.finalize sees them (a task the run
     did not finish has none: it is left out rather than counted as failing)."""
     rows: dict = {}
-    sql = ("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden FROM attempts "
+    sql = ("SELECT task_id, agent, gamma, passed_visible, tests_passed, passed_hidden, stats FROM attempts "
            "WHERE passed_hidden IS NOT NULL" + where)
-    for task, agent, gamma, vis, tp, hid in db.execute(sql, args):
-        rows.setdefault(task, []).append({"agent": agent, "gamma": gamma, "passed_visible": vis,
-                                          "tests_passed": tp, "passed_hidden": hid})
+    for task, agent, gamma, vis, tp, hid, stats in db.execute(sql, args):
+        rows.setdefault(task, []).append({"task_id": task, "agent": agent, "gamma": gamma, "passed_visible": vis,
+                                          "tests_passed": tp, "passed_hidden": hid, "stats": json.loads(stats)})
     return rows
 
 
@@ -219,23 +219,15 @@ def _final_passes(rows: list[dict], order) -> bool:
 
 def first_k_curve(db, agents_meta: list[dict], n_tasks: int) -> list[dict]:
     """pass@1 (hidden verdict of the final program) had only the first k agents run, k = 1..N,
-    with the attempts those agents spent. Over ``n_tasks`` (the planned tasks): a task not
-    finished counts by the attempts it has, so the curve is a lower bound."""
-    from egcfg.bench.runner import schedule_order
+    with the attempts those agents spent (report.first_k_agents, honest pick). Over ``n_tasks``
+    (the planned tasks): a task not finished counts by the attempts it has, so the curve is a
+    lower bound."""
+    from egcfg.bench.report import first_k_agents
 
-    names = [a["name"] for a in agents_meta]
-    order = schedule_order({a["name"]: a["gammas"] for a in agents_meta})
     by_task = _attempt_rows(db)
-    curve = []
-    for k in range(1, len(names) + 1):
-        first = set(names[:k])
-        solved = spent = 0
-        for rows in by_task.values():
-            mine = [r for r in rows if r["agent"] in first]
-            spent += len(mine)
-            solved += bool(mine) and _final_passes(mine, order)
-        curve.append({"agents": k, "pass_at_1": round(100 * solved / n_tasks, 1), "attempts": spent})
-    return curve
+    curve = first_k_agents({"agents": agents_meta}, [r for rows in by_task.values() for r in rows], set(by_task))
+    return [{"agents": r["agents"], "pass_at_1": round(100 * r["solved"] / n_tasks, 1), "attempts": r["attempts"]}
+            for r in curve]
 
 
 def parity_greedy(db, first_agent: str, export: Path) -> dict:

@@ -44,8 +44,8 @@ def first_k_agents(meta: dict, attempts: list[dict], task_ids: set[str]) -> list
                 final = pick_final(mine, passed=lambda r: r[judge], tests_passed=lambda r: r["tests_passed"])
                 solved += bool(final["passed_hidden"])
         n = len(task_ids)
-        curve.append({"agents": k, "pass_at_1": _pct(solved, n), "attempts_per_task": round(spent / n, 2),
-                      "generated_tokens_per_task": round(tokens / n, 1)})
+        curve.append({"agents": k, "solved": solved, "attempts": spent, "pass_at_1": _pct(solved, n),
+                      "attempts_per_task": round(spent / n, 2), "generated_tokens_per_task": round(tokens / n, 1)})
     return curve
 
 

@@ -404,11 +404,11 @@ def _uses_model_server(model_spec: str | None) -> bool:
 
 
 def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protocol, concurrency, workers, tick):
+    from ..lm import hf_server  # (no torch at import: the parent stays light)
+
     ctx = multiprocessing.get_context("spawn")
     server, conns = None, [None] * workers
     if _uses_model_server(model_spec):
-        from ..lm import hf_server
-
         # every worker's sessions at once: KV slots for all of them, in the one cache
         options = {"n_ctx": _n_ctx(agents), "slots": workers * concurrency * _seqs(agents)}
         server, conns = hf_server.start(ctx, model_spec, options, workers, str(folder))
@@ -452,8 +452,6 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             if proc.is_alive():
                 proc.kill()
         if server is not None:  # (it ends by itself once every worker's pipe has closed)
-            from ..lm import hf_server
-
             hf_server.stop(server)
         for q in (tasks_q, results_q):  # release their locks and feeder threads now, not at exit
             q.close()

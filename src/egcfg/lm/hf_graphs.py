@@ -57,7 +57,7 @@ class Graphs:
                 "eager_forwards": self.eager}
 
     def _inputs(self, rows, shape) -> torch.Tensor:
-        """One host array for the whole input, one copy to the device: ids (B' x N'), then each
+        """One host array for the whole input (one copy to the device): ids (B' x N'), then each
         row's start position, slot and index of its last token. Padding rows use the scratch slot."""
         B, N, _ = shape
         host = np.zeros(B * N + 3 * B, dtype=np.int64)
@@ -74,12 +74,11 @@ class Graphs:
         starts[:n] = [start for _, start, _ in rows]
         slots[:n] = [slot for slot, _, _ in rows]
         slots[n:] = self.model.scratch
-        # Through pinned memory, without blocking: the host prepares the next forward while the GPU
-        # still runs this one (torch's host allocator keeps the block until the copy is done).
+        # Pinned, so that the copy to the device need not block: the host prepares the next forward
+        # while the GPU still runs this one (torch's host allocator keeps the block until the copy
+        # is done).
         host = torch.from_numpy(host)
-        if self.dev.type == "cuda":
-            return host.pin_memory().to(self.dev, non_blocking=True)
-        return host
+        return host.pin_memory() if self.dev.type == "cuda" else host
 
     @staticmethod
     def _views(buf: torch.Tensor, shape):
@@ -97,11 +96,11 @@ class Graphs:
             return self.model.forward_eager(rows)
         if shape in self.graphs:
             graph, buf = self.graphs[shape]
-            buf.copy_(self._inputs(rows, shape))
+            buf.copy_(self._inputs(rows, shape), non_blocking=True)
             graph.replay()
             self.replays += 1
             return None
-        inputs = self._inputs(rows, shape)
+        inputs = self._inputs(rows, shape).to(self.dev, non_blocking=True)
         self.seen[shape] = self.seen.get(shape, 0) + 1
         if self.capture and self.seen[shape] >= 2 and len(self.graphs) < MAX_GRAPHS:
             self._capture(shape, inputs)  # (its warm-up run is this forward: same inputs)
@@ -113,8 +112,9 @@ class Graphs:
     def _capture(self, shape, inputs: torch.Tensor) -> None:
         """The documented recipe: warm up on a side stream (lazy library set-up must not happen
         inside a capture), then capture. The warm-up is a real forward of these rows; the writes
-        it makes are the ones the forward is for, so the graph is not replayed now."""
-        buf = inputs.clone()
+        it makes are the ones the forward is for, so the graph is not replayed now. ``inputs``
+        (this forward's own copy on the device) becomes the graph's input buffer."""
+        buf = inputs
         args = (*self._views(buf, shape), shape[2])
         side = torch.cuda.Stream(device=self.dev)
         side.wait_stream(torch.cuda.current_stream(self.dev))
