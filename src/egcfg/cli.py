@@ -21,6 +21,7 @@ from .bench.protocol import PROTOCOLS
 from .config import FLAGS, HELP, NOT_FLAGS, SHORT, Config, check_timeout
 from .errors import BackendFailure, EgcfgError
 from .prompts import FORMATS, STYLES
+from .stopping import stop_on_sigterm
 from .terminal import safe
 
 log = logging.getLogger("egcfg")
@@ -460,10 +461,6 @@ class _SafeFormatter(logging.Formatter):
         return safe(super().format(record))
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -476,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT too, even where it was inherited as ignored (a job started in the background of a
     # script ignores it, so an explicit `kill -INT` would otherwise do nothing).
     if threading.current_thread() is threading.main_thread():  # (signal handlers live there only)
-        signal.signal(signal.SIGTERM, _interrupt)
+        stop_on_sigterm()
         signal.signal(signal.SIGINT, signal.default_int_handler)
     handlers = {"solve": cmd_solve, "trace": cmd_trace, "doctor": cmd_doctor, "model": cmd_model,
                 "bench": cmd_bench, "report": cmd_report}

@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 from typing import Callable
@@ -38,6 +37,7 @@ from ..execution.checks import TracedRuns, score_hidden
 from ..execution.sandbox import Limits, Sandbox
 from ..results import Attempt, Stats
 from ..solver import ERROR_PREFIX, pick_final, run_schedule
+from ..stopping import stop_on_sigterm
 from ..task import Task
 from .store import Store
 
@@ -350,10 +350,6 @@ def _concurrent_in_this_process(todo, agents, folder, model_spec, run_timeout, p
         worker.close()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concurrency, tasks_q, results_q,
                         server_conn=None) -> None:
     """Body of one of ``workers`` processes under --concurrency: its own model, sandbox pool and
@@ -363,7 +359,7 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     # Terminated by the parent (the run ends or stops): unwind like Ctrl-C, so the unit threads stop
     # at their next line and the worker closes (its backend profile written), instead of vanishing.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     try:
         scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
         try:

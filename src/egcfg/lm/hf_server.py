@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from ..errors import BackendFailure, EgcfgError
+from ..stopping import stop_on_sigterm
 from .base import Capabilities, ModelLifetime, UsesTokenizer
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,10 @@ PROFILE_EVERY = 20.0  # seconds between rewrites of the server's profile file
 
 
 # -- the server process ---------------------------------------------------------------------------
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def serve(spec: str, options: dict, conns: list, status, profile_to: str | None) -> None:
     """Body of the server process: load the model, tell ``status`` ("ready" or the error), then
     serve every worker's pipe until all of them have closed (or SIGTERM)."""
-    signal.signal(signal.SIGTERM, _interrupt)  # the parent ends it like Ctrl-C: profile written, model closed
+    stop_on_sigterm()  # the parent ends it like Ctrl-C: profile written, model closed
     # Ctrl-C reaches the whole process group: the workers stop at their next line and need the
     # model until then; the parent ends the server after them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
