@@ -69,3 +69,77 @@ def test_decode_groups_split_only_where_it_pays():
     assert [len(g) for g in decode_groups(similar, max_rows=64)] == [64, 64, 64, 8]
     few = [(0, 10, [1]), (1, 4000, [1])]
     assert len(decode_groups(few, max_rows=1024)) == 1  # each piece would be under min_rows
+
+
+class _Recorder:
+    """A stand-in for HFModel as the batcher sees it: forwards are recorded, logits are made up
+    (token t + 1 wins at each row), and a hook may act inside a forward (as another session
+    submitting meanwhile would)."""
+
+    def __init__(self, prefill_budget=1024, max_rows=64):
+        import torch
+
+        self.prefill_budget, self.max_rows = prefill_budget, max_rows
+        self.next_logits = torch.zeros((8, 32))
+        self.log, self.hook = [], None
+
+    def forward(self, rows):
+        self.log.append(("prefill" if len(rows[0][2]) > 1 or rows[0][1] == 0 else "decode",
+                         [(slot, start, len(toks)) for slot, start, toks in rows]))
+        for slot, _, toks in rows:
+            self.next_logits[slot] = 0.0
+            self.next_logits[slot, (toks[-1] + 1) % 32] = 1.0
+        if self.hook:
+            hook, self.hook = self.hook, None
+            hook()
+
+    def to_host(self, t):
+        return t.numpy()
+
+
+def _batcher(model):
+    from egcfg.lm.hf_batcher import Batcher
+
+    b = Batcher(model, wait=0.0)
+    b.opened()
+    return b
+
+
+def test_a_step_waits_for_one_prefill_forward_not_for_the_whole_prompt():
+    from egcfg.lm.hf_batcher import Request
+
+    model = _Recorder(prefill_budget=512)
+    b = _batcher(model)
+    step = Request("step", rows=[(1, 5, [7])], picks=[("greedy", 1, -1, 0.0, 0.0, 1.0, 0.0)])
+    model.hook = lambda: b.submit(step)  # the step arrives while the first chunk is on its way
+    try:
+        assert b.call(Request("prefill", rows=[(0, 0, list(range(1500)))])) is None
+        assert step.done.wait(5) and step.error is None and step.result[1] == [8]
+    finally:
+        b.stop()
+    kinds = [kind for kind, _ in model.log]
+    # chunk 1, then the step, then chunks 2 and 3 (before: all three chunks first)
+    assert kinds == ["prefill", "decode", "prefill", "prefill"], model.log
+    assert [rows[0][1:] for _, rows in model.log if _ == "prefill"] == [(0, 512), (512, 512), (1024, 476)]
+
+
+def test_packed_prefills_keep_the_oldest_in_every_forward_within_the_budget():
+    from egcfg.lm.hf_batcher import Request
+
+    model = _Recorder(prefill_budget=1024)
+    b = _batcher(model)
+    b._sessions = 3  # (three sessions: the batcher gathers until all three have asked)
+    reqs = [Request("prefill", rows=[(0, 0, list(range(1100)))]), Request("prefill", rows=[(1, 0, [1] * 10)]),
+            Request("prefill", rows=[(2, 0, [2] * 300)], fetch=True)]
+    try:
+        for r in reqs:
+            b.submit(r)
+        for r in reqs:
+            assert r.done.wait(5) and r.error is None
+    finally:
+        b.stop()
+    shapes = [rows for _, rows in model.log]
+    # 2 rows padded to 512 fit the budget of 1024, a third does not: the oldest (slot 0) and the
+    # next in line go first; slot 2 rides with slot 0's second chunk; slot 0's last 76 tokens alone
+    assert shapes == [[(0, 0, 512), (1, 0, 10)], [(0, 512, 512), (2, 0, 300)], [(0, 1024, 76)]], shapes
+    assert int(reqs[2].result.argmax()) == 3  # a fetched prefill gets its own row's logits

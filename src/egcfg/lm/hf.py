@@ -47,7 +47,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise EgcfgError("the hf backend needs torch and transformers: pip install 'egcfg[hf]'") from exc
 
 SUPPORTED = {"llama", "qwen2", "qwen3", "mistral"}
-PREFILL_BUDGET = 2048     # padded tokens per batched prefill forward (rows x longest row); on CUDA 8192
+# Padded tokens per batched prefill forward (rows x longest row); on CUDA 4096. A decode step may
+# wait for one prefill forward (hf_batcher.py), so this bounds that wait too: on the H200 a graph
+# of 512 tokens took 5 ms and one of 4096 22 ms (~190k tokens/s), while the grid run prefilled 9-30k/s.
+PREFILL_BUDGET = 2048
 MAX_ROWS = 256            # one-token rows per decode forward; on CUDA 1024
 ON_DEVICE = np.zeros(0, dtype=np.float32)  # TrackedSession's logits marker: they are in the device table
 
@@ -185,7 +188,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         self.next_logits = torch.zeros((slots + 1, self.n_vocab), dtype=torch.float32, device=self.device)
         # A GPU runs far larger forwards at the same price; a CPU pays per row.
         on_gpu = self.device.type == "cuda"
-        self.prefill_budget = int(prefill_budget or (4 * PREFILL_BUDGET if on_gpu else PREFILL_BUDGET))
+        self.prefill_budget = int(prefill_budget or (2 * PREFILL_BUDGET if on_gpu else PREFILL_BUDGET))
         self.max_rows = int(max_rows or (4 * MAX_ROWS if on_gpu else MAX_ROWS))
         # CUDA graphs at bucketed shapes (hf_graphs.py): on by default on CUDA; graphs=off turns them
         # off (every forward eager at its own shape, as on CPU).

@@ -9,8 +9,17 @@ pending), then serves the batch in this order:
    logits go to the device table of next-token logits;
 3. every pending pick, the steps' own included, as one batched choice on the device
    (torch_picks.py); its token ids are the one host transfer of the batch, and the steps are done;
-4. the prefills, chunk by chunk, packed into padded forwards of similar lengths (``prefill_budget``
-   padded tokens each). They need no host sync: their logits stay in the table for later picks.
+4. the prefills, chunk by chunk, packed into padded forwards (``prefill_budget`` padded tokens
+   each, the oldest prefill always in). They need no host sync: their logits stay in the table
+   for later picks.
+
+Prefills are interleaved with decoding, not run to completion: a prefill still unfinished after a
+forward stays in the thread's list, and the thread goes back to the queue as soon as any request
+is waiting there. So a step waits for one prefill forward at most, never for every prompt that
+happens to be pending (measured on the H200 grid run: 31-42 ms per prefill forward, several per
+batch, while a decode forward took 6-11 ms). And the first prefill forward of a batch is launched
+before the host waits for the batch's picks, so the GPU runs it while the host hands the picked
+tokens back and gathers the next batch.
 
 So a task waiting for a long prefill, or for its traces in the sandbox, never holds up the others'
 decoding steps. ``profile()`` says what the thread did: forwards by kind with their shapes, and
@@ -19,6 +28,7 @@ seconds per phase (waiting for requests, running steps, picking, prefilling).
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter
@@ -27,6 +37,7 @@ import numpy as np
 
 from ..errors import BackendFailure, EgcfgError
 from . import torch_picks
+from .hf_graphs import LENGTHS
 
 PREFILL_CHUNK = 512  # tokens per prefill row and forward (bounds the attention mask and activations)
 
@@ -43,7 +54,7 @@ class Request:
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
-    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done")
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset")
 
     def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None):
         self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
@@ -51,6 +62,7 @@ class Request:
         self.result = None
         self.error = None
         self.on_done = on_done  # called with the request once it is done (the model server's reply)
+        self.offset = 0  # a prefill: how many of its tokens are in the cache already
 
     def finish(self) -> None:
         self.done.set()
@@ -65,6 +77,7 @@ class Batcher:
         self.prefill_rows = prefill_rows
         self._cv = threading.Condition()
         self._queue: list[Request] = []
+        self._prefilling: list[Request] = []  # prefills begun, not finished (only the thread touches it)
         self._sessions = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -124,15 +137,17 @@ class Batcher:
             raise request.error
         return request.result
 
-    def _gather(self) -> list[Request]:
+    def _gather(self) -> list[Request] | None:
+        """The requests to serve next; None once stopped. With prefills under way the thread does
+        not wait for more: it takes what is queued (maybe nothing) and goes on prefilling."""
         with self._cv:
             t0 = time.perf_counter()
-            while not self._queue and not self._stopped:
+            while not self._queue and not self._stopped and not self._prefilling:
                 self._cv.wait()
             if self._stopped:
-                return []
+                return None
             deadline = time.monotonic() + 20 * self.wait
-            while len(self._queue) < self._sessions:
+            while len(self._queue) < self._sessions and not self._prefilling:
                 seen = len(self._queue)
                 now = time.monotonic()
                 if now >= deadline:
@@ -145,18 +160,19 @@ class Batcher:
             return batch
 
     def _loop(self) -> None:
-        batch: list[Request] = []
+        batch: list[Request] | None = []
         try:
             while True:
                 batch = self._gather()
-                if not batch:
+                if batch is None:
+                    self._fail(self._prefilling, BackendFailure("the model was closed"))
                     return
                 self._serve(batch)
         except BaseException as exc:  # never leave a session waiting on a dead thread
             with self._cv:
                 self._stopped = True
                 queued, self._queue = self._queue, []
-            self._fail(batch + queued, BackendFailure(f"hf backend: {exc}"))
+            self._fail((batch or []) + queued + self._prefilling, BackendFailure(f"hf backend: {exc}"))
             raise
 
     def _serve(self, batch: list[Request]) -> None:
@@ -171,12 +187,25 @@ class Batcher:
             steps = self._run_steps(steps)
         self.seconds["steps"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._run_picks(steps + [r for r in batch if r.kind == "pick"])
+        picking = self._launch_picks(steps + [r for r in batch if r.kind == "pick"])
         self.seconds["picks"] += time.perf_counter() - t0
-        prefills = [r for r in batch if r.kind == "prefill"]
+        for req in batch:
+            if req.kind == "prefill" and req.rows[0][2]:
+                self._prefilling.append(req)
+            elif req.kind == "prefill":  # nothing to add: the slot's logits are as they were
+                self._run(req, lambda r: self._fetch(r.rows)[0].copy() if r.fetch else None)
         t0 = time.perf_counter()
-        if prefills:
-            self._run_prefills(prefills)
+        if self._prefilling:
+            # one forward now, queued on the device behind the picks: it runs while the host
+            # waits for the picks and then hands their tokens back
+            self._prefill_forward()
+        self.seconds["prefills"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._finish_picks(picking)
+        self.seconds["picks"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        while self._prefilling and not self._queue:  # (a racy peek is enough: a miss costs one forward)
+            self._prefill_forward()
         self.seconds["prefills"] += time.perf_counter() - t0
 
     def _run(self, req: Request, fn) -> None:
@@ -200,12 +229,24 @@ class Batcher:
         """The rows' next-token logits on the host, in row order."""
         return self.model.to_host(self.model.next_logits[[slot for slot, _, _ in rows]])
 
-    def _run_picks(self, requests: list[Request]) -> None:
-        """Every pick of the batch in one device call; each request gets its own tokens."""
+    def _launch_picks(self, requests: list[Request]):
+        """Every pick of the batch in one device call, launched; ``_finish_picks`` waits for it and
+        gives each request its own tokens."""
         requests = [r for r in requests if r.error is None]
         rows = [p for r in requests for p in (r.picks or ())]
         try:
-            tokens = torch_picks.pick(self.model.next_logits, rows) if rows else []
+            pending = torch_picks.launch(self.model.next_logits, rows) if rows else None
+        except Exception as exc:
+            self._fail(requests, as_error(exc))
+            return None
+        return requests, pending
+
+    def _finish_picks(self, picking) -> None:
+        if picking is None:
+            return
+        requests, pending = picking
+        try:
+            tokens = pending.tokens() if pending is not None else []
         except Exception as exc:
             self._fail(requests, as_error(exc))
             return
@@ -217,42 +258,48 @@ class Batcher:
             r.result = (r.result, picked) if r.kind == "step" else picked
             r.finish()
 
-    def _run_prefills(self, requests: list[Request]) -> None:
-        """Chunk by chunk, every pending prefill advances in forwards of similar-length rows."""
-        offsets = {id(r): 0 for r in requests}
-        pending = list(requests)
+    def _prefill_forward(self) -> None:
+        """One packed forward of pending prefills' next chunks. The oldest prefill is always in it
+        (none starves); the others join in arrival order while the forward's padded size (rows x
+        its longest chunk, rounded up to a graph bucket: hf_graphs.LENGTHS) stays within
+        ``prefill_budget`` tokens and its rows within ``prefill_rows``. A prefill is done, and
+        leaves the list, once its last chunk is in."""
+        def chunk(r):
+            slot, start, tokens = r.rows[0]
+            return slot, start + r.offset, tokens[r.offset:r.offset + PREFILL_CHUNK]
+
+        def padded(n: int) -> int:
+            j = bisect.bisect_left(LENGTHS, n)
+            return LENGTHS[j] if j < len(LENGTHS) else n
+
         budget = self.model.prefill_budget
+        head = chunk(self._prefilling[0])
+        group, width = [(self._prefilling[0], head)], padded(len(head[2]))
+        for r in self._prefilling[1:]:
+            if self.prefill_rows is not None and len(group) >= self.prefill_rows:
+                break
+            row = chunk(r)
+            wider = max(width, padded(len(row[2])))
+            if (len(group) + 1) * wider <= budget:
+                group.append((r, row))
+                width = wider
         try:
-            while pending:
-                rows = []
-                for r in pending:
-                    slot, start, tokens = r.rows[0]
-                    off = offsets[id(r)]
-                    rows.append((r, (slot, start + off, tokens[off:off + PREFILL_CHUNK])))
-                rows.sort(key=lambda item: -len(item[1][2]))
-                groups, group = [], []
-                for item in rows:
-                    full = self.prefill_rows is not None and len(group) >= self.prefill_rows
-                    if group and (full or (len(group) + 1) * len(group[0][1][2]) > budget):
-                        groups.append(group)
-                        group = []
-                    group.append(item)
-                groups.append(group)
-                for group in groups:
-                    self._forward("prefill", [row for _, row in group])
-                    host = self._fetch([row for _, row in group]) if any(r.fetch for r, _ in group) else None
-                    for i, (r, row) in enumerate(group):
-                        offsets[id(r)] += len(row[2])
-                        if offsets[id(r)] >= len(r.rows[0][2]):
-                            # (a copy, not a view: a view would pin the whole block)
-                            r.result = host[i].copy() if r.fetch else None
-                            r.finish()
-                pending = [r for r in pending if not r.done.is_set()]
+            self._forward("prefill", [row for _, row in group])
+            host = self._fetch([row for _, row in group]) if any(r.fetch for r, _ in group) else None
         except Exception as exc:
-            for r in pending:
-                if not r.done.is_set():
-                    r.error = as_error(exc)
-                    r.finish()
+            error = as_error(exc)
+            for r, _ in group:
+                r.error = error
+                r.finish()
+            self._prefilling = [r for r in self._prefilling if not r.done.is_set()]
+            return
+        for i, (r, row) in enumerate(group):
+            r.offset += len(row[2])
+            if r.offset >= len(r.rows[0][2]):
+                # (a copy, not a view: a view would pin the whole block)
+                r.result = host[i].copy() if r.fetch else None
+                r.finish()
+        self._prefilling = [r for r in self._prefilling if not r.done.is_set()]
 
     def _run_steps(self, steps: list[Request]) -> list[Request]:
         """One forward (or a few, of ``max_rows`` rows) for every pending step; the requests that

@@ -2,6 +2,7 @@
 
 ``pick(table, rows)`` chooses one token per row from ``table`` (slots x vocabulary, float32: each
 slot's current next-token logits) and returns them as one host list: the only transfer of a step.
+``launch`` is the same without the wait: it queues the choice and the copy to the host.
 Every row carries its own parameters, so one call serves every task, agent and branch at once:
 
 * greedy: argmax of the slot's logits;
@@ -25,38 +26,78 @@ TOP = 1024  # tokens sorted per sampled row before the full-sort fallback
 Row = tuple
 
 
-@torch.inference_mode()
 def pick(table: torch.Tensor, rows: list[Row]) -> list[int]:
+    return launch(table, rows).tokens()
+
+
+class Pending:
+    """Picked tokens on their way to the host: the copy is queued on the device, so the caller can
+    queue more work (a prefill forward) before it waits for them with ``tokens()``."""
+
+    def __init__(self, picked: torch.Tensor | None, where: list[int], n: int):
+        self.where, self.n = where, n
+        self.event = None
+        if picked is None:
+            self.host = None
+        elif picked.is_cuda:
+            self.host = torch.empty(picked.shape, dtype=picked.dtype, pin_memory=True)
+            self.host.copy_(picked, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = picked
+
+    def tokens(self) -> list[int]:
+        """The tokens in row order (waits for the device: the one sync of the picks)."""
+        if self.host is None:
+            return []
+        if self.event is not None:
+            self.event.synchronize()
+        out = [0] * self.n
+        for i, tok in zip(self.where, self.host.tolist()):
+            out[i] = tok
+        return out
+
+
+def _to_device(values: list, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    """A host list as a device tensor without a sync: through pinned memory, copied asynchronously
+    (``torch.tensor(values, device=cuda)`` copies from pageable memory, which waits until the
+    device has finished everything queued before it: the step's forward)."""
+    host = torch.tensor(values, dtype=dtype)
+    if dev.type != "cuda":
+        return host
+    return host.pin_memory().to(dev, non_blocking=True)
+
+
+@torch.inference_mode()
+def launch(table: torch.Tensor, rows: list[Row]) -> Pending:
     dev = table.device
-    parts, where = [], []
     greedy = [i for i, r in enumerate(rows) if r[0] == "greedy"]
     guided = [i for i, r in enumerate(rows) if r[0] == "guided"]
     sampled = [i for i, r in enumerate(rows) if r[0] == "sample"]
+    where = greedy + guided + sampled
+    if not where:
+        return Pending(None, where, len(rows))
+    # Every row's slots in one copy to the device, every parameter in another.
+    ints = _to_device([rows[i][1] for i in greedy] + [rows[i][1] for i in guided]
+                      + [rows[i][2] for i in guided] + [rows[i][1] for i in sampled], torch.long, dev)
+    floats = _to_device([rows[i][3] for i in guided] + [1.0 - rows[i][3] for i in guided]
+                        + [x for i in sampled for x in rows[i][4:7]], torch.float64, dev)
+    a, b, c = len(greedy), len(guided), len(sampled)
+    parts = []
     if greedy:
-        slots = torch.tensor([rows[i][1] for i in greedy], device=dev)
-        parts.append(table[slots].argmax(-1))
-        where += greedy
+        parts.append(table[ints[:a]].argmax(-1))
     if guided:
-        sol = table[torch.tensor([rows[i][1] for i in guided], device=dev)]
-        dyn = table[torch.tensor([rows[i][2] for i in guided], device=dev)]
-        g = torch.tensor([rows[i][3] for i in guided], dtype=torch.float32, device=dev)[:, None]
-        rest = torch.tensor([1.0 - rows[i][3] for i in guided], dtype=torch.float32, device=dev)[:, None]
+        sol, dyn = table[ints[a:a + b]], table[ints[a + b:a + 2 * b]]
+        g = floats[:b].float()[:, None]
+        rest = floats[b:2 * b].float()[:, None]
         scores = dyn * g
         scores += sol * rest
         parts.append(scores.argmax(-1))
-        where += guided
     if sampled:
-        slots = torch.tensor([rows[i][1] for i in sampled], device=dev)
-        params = torch.tensor([rows[i][4:7] for i in sampled], dtype=torch.float64, device=dev)
-        parts.append(_sample(table[slots], params[:, 0], params[:, 1], params[:, 2]))
-        where += sampled
-    if not parts:
-        return []
-    tokens = torch.cat(parts).tolist()  # the one device -> host transfer (and sync) of the call
-    out = [0] * len(rows)
-    for i, tok in zip(where, tokens):
-        out[i] = tok
-    return out
+        params = floats[2 * b:].view(c, 3)
+        parts.append(_sample(table[ints[a + 2 * b:]], params[:, 0], params[:, 1], params[:, 2]))
+    return Pending(torch.cat(parts), where, len(rows))
 
 
 def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
