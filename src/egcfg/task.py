@@ -38,6 +38,14 @@ class Task:
     prelude: str = ""
     # Code the answer starts with (HumanEval: the signature and docstring): the model continues it.
     answer_start: str = ""
+    # How a stdin/stdout program's output is judged (execution/checks.py, CHECKERS): "lines" (line by
+    # line, trailing whitespace ignored), "tokens" (whitespace-separated tokens, as Codeforces' default
+    # checker) or "float:EPS" (tokens; numbers within absolute or relative error EPS, as testlib's).
+    checker: str = "lines"
+    # The hidden-test run's wall-clock limit in seconds and address space in MB (None: the defaults,
+    # checks.HIDDEN_TIMEOUT and the sandbox's); EvalPlus harnesses time each input themselves.
+    hidden_timeout: float | None = None
+    hidden_memory_mb: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -78,12 +86,31 @@ class Task:
                     ast.parse(test)
                 except SyntaxError as exc:
                     raise EgcfgError(f"{where}: field {name!r} has a test that is not valid Python ({exc.msg}, line {exc.lineno}): {test[:80]!r}") from None
+        if not _valid_checker(self.checker):
+            raise EgcfgError(f"{where}: field 'checker' must be 'lines', 'tokens' or 'float:EPS' (EPS > 0), "
+                             f"not {self.checker!r:.40}")
+        for name in ("hidden_timeout", "hidden_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise EgcfgError(f"{where}: field {name!r} must be a positive number")
         for name in ("test_setup", "prelude"):  # (answer_start is a prefix and need not parse alone)
             try:
                 ast.parse(getattr(self, name))
             except SyntaxError as exc:
                 raise EgcfgError(f"{where}: field {name!r} is not valid Python ({exc.msg})") from None
         return self
+
+
+def _valid_checker(checker: object) -> bool:
+    if checker in ("lines", "tokens"):
+        return True
+    if not isinstance(checker, str) or not checker.startswith("float:"):
+        return False
+    try:
+        eps = float(checker[len("float:"):])
+    except ValueError:
+        return False
+    return 0 < eps < 1
 
 
 def _strings(obj: dict, key: str, where: str) -> tuple[str, ...]:
@@ -119,7 +146,7 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
     entry = obj.get("entry_point")
     if entry is not None and not isinstance(entry, str):
         raise EgcfgError(f"{where}: field 'entry_point' must be a string")
-    for key in ("test_setup", "prelude", "answer_start"):
+    for key in ("test_setup", "prelude", "answer_start", "checker"):
         if not isinstance(obj.get(key, ""), str):
             raise EgcfgError(f"{where}: field {key!r} must be a string")
     task = Task(
@@ -133,6 +160,7 @@ def task_from_dict(obj: Any, where: str = "task") -> Task:
         test_setup=obj.get("test_setup", ""),
         prelude=obj.get("prelude", ""),
         answer_start=obj.get("answer_start", ""),
+        checker=obj.get("checker", "lines"),
     )
     return task.validate()
 

@@ -1,17 +1,23 @@
-"""Benchmark loaders. Each takes a local path (``--data``) and, where a network and the
-``datasets`` package exist, a Hugging Face dataset name instead.
+"""Benchmark loaders, behind one entry point: ``load_benchmark(name, data)``. Each takes a local path
+(``--data``, a file or its folder); the first four also a Hugging Face dataset name instead, where
+a network and the ``datasets`` package exist.
 
 Visible tests are what the prompt shows and the only tests generation may execute; hidden tests
 are used for scoring only (see protocol.py):
 
-| benchmark     | visible                                   | hidden                                   |
-|---------------|-------------------------------------------|------------------------------------------|
-| humaneval     | docstring examples, as asserts            | the task's `check` function              |
-| humaneval-et  | docstring examples, as asserts            | the extended (ET) asserts                |
-| mbpp          | its three asserts                         | its three asserts                        |
-| mbpp-et       | its three asserts                         | the extended (ET) asserts                |
+| benchmark      | visible                                   | hidden                                   |
+|----------------|-------------------------------------------|------------------------------------------|
+| humaneval      | docstring examples, as asserts            | the task's `check` function              |
+| humaneval-et   | docstring examples, as asserts            | the extended (ET) asserts                |
+| mbpp           | its three asserts                         | its three asserts                        |
+| mbpp-et        | its three asserts                         | the extended (ET) asserts                |
+| humaneval-plus | docstring examples, as asserts            | base + plus inputs against the canonical solution's outputs, EvalPlus's rules (evalplus_data.py) |
+| mbpp-plus      | its base asserts                          | base + plus inputs against the canonical solution's outputs, EvalPlus's rules (evalplus_data.py) |
+| codecontests   | the public tests (the statement's examples) | the private and generated tests, by tokens or a float tolerance; multiple-answer problems and those whose reference fails excluded (contests.py) |
 
-MBPP's test split is task ids 11..510. The MBPP-ET file available here covers 257 of them.
+MBPP's test split is task ids 11..510. The MBPP-ET file available here covers 257 of them. MBPP+
+v0.2.0 has 378 tasks of all MBPP splits (224 of the test split); codecontests is 250 problems of
+CodeContests' train split, not its test split.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from ..errors import EgcfgError
 from ..task import Task
 from .examples import docstring_asserts
 
-BENCHMARKS = ("humaneval", "humaneval-et", "mbpp", "mbpp-et")
+BENCHMARKS = ("humaneval", "humaneval-et", "mbpp", "mbpp-et", "humaneval-plus", "mbpp-plus", "codecontests")
 HF_NAMES = {
     "humaneval": ("openai/openai_humaneval", None, "test"),
     "mbpp": ("google-research-datasets/mbpp", "full", "test"),
@@ -189,14 +195,32 @@ def load_mbpp_et(data=None, split: str = "test") -> list[Task]:
             for r in sorted(rows, key=lambda r: int(r["task_id"]))]
 
 
-LOADERS = {"humaneval": load_humaneval, "humaneval-et": load_humaneval_et, "mbpp": load_mbpp, "mbpp-et": load_mbpp_et}
+def load_humaneval_plus(data=None) -> list[Task]:
+    from .evalplus_data import load_humaneval_plus  # (which imports this module's helpers)
+
+    return load_humaneval_plus(data)
+
+
+def load_mbpp_plus(data=None) -> list[Task]:
+    from .evalplus_data import load_mbpp_plus
+
+    return load_mbpp_plus(data)
+
+
+def load_codecontests(data=None) -> list[Task]:
+    from .contests import load_codecontests
+
+    return load_codecontests(data)
+
+
+LOADERS = {"humaneval": load_humaneval, "humaneval-et": load_humaneval_et, "mbpp": load_mbpp, "mbpp-et": load_mbpp_et,
+           "humaneval-plus": load_humaneval_plus, "mbpp-plus": load_mbpp_plus, "codecontests": load_codecontests}
 
 
 def load_benchmark(name: str, data=None) -> list[Task]:
     """Tasks of benchmark ``name`` (see BENCHMARKS), from ``data`` (a file or a folder) or the hub."""
     if name not in LOADERS:
-        raise EgcfgError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} "
-                         "(CodeContests: no copy of its data is available here)")
+        raise EgcfgError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     try:
         return LOADERS[name](data)
     except (KeyError, TypeError, ValueError) as exc:

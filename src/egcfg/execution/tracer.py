@@ -12,7 +12,9 @@ library and nothing from egcfg. Protocol:
   Without valid arguments, or if any step fails, it exits without reading the job: no candidate
   code runs unconfined.
 * stdin starts with one line holding the byte length N of a JSON job, then N bytes of that job;
-  whatever follows is left unread for the program itself (stdin/stdout tasks).
+  whatever follows is the program's own stdin (stdin/stdout tasks). The tracer reads it to the end
+  and gives it to the program as a regular file (a memfd) on descriptor 0, as a judge does:
+  contest solutions read ``os.read(0, os.fstat(0).st_size)``, which reads nothing from a pipe.
 * the job: ``{"program": str, "invocation": str|null, "timeout": float, "trace": bool,
   "head": int, "tail": int, "max_stdout": int}``.
 * the result is one JSON object written to file descriptor ``RESULT_FD`` (argv[1]) when the
@@ -22,6 +24,7 @@ Events are recorded only for code compiled from the candidate (filename ``<candi
 bounded: the first ``head`` and the last ``tail`` events are kept, the rest counted as skipped.
 """
 
+import builtins
 import codecs
 import collections
 import io
@@ -68,6 +71,11 @@ def without_addresses(text):
     return text
 
 
+def _exit(code=None):
+    """exit() / quit() as the site module defines them."""
+    raise SystemExit(code)
+
+
 def short(value):
     try:
         text = _repr.repr(value)
@@ -84,10 +92,18 @@ def short(value):
 class CappedText(io.TextIOBase):
     """A stdout that keeps the first `limit` characters and counts the rest. Like a real stdout it
     has a binary ``buffer`` (contest solutions write bytes through ``sys.stdout.buffer``), an
-    encoding, ``flush`` and ``reconfigure``; bytes are decoded as UTF-8 into the same capped text."""
+    encoding, ``flush`` and ``reconfigure``; bytes are decoded as UTF-8 into the same capped text.
+    It also has a ``mode`` and the real descriptor 1 as ``fileno()``: a common contest template
+    (PyRival's FastIO) wraps stdout through them and writes there with os.write, which the host
+    reads (capped too)."""
 
     encoding = "utf-8"
     errors = "strict"
+    mode = "w"
+    name = "<stdout>"
+
+    def fileno(self):
+        return 1
 
     def __init__(self, limit):
         self.limit = limit
@@ -245,6 +261,26 @@ def read_job():
     return json.loads(data)
 
 
+def stdin_as_file():
+    """The rest of stdin (after the job) as a regular file on descriptor 0, positioned at its start."""
+    chunks = []
+    while True:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    try:
+        fd = os.memfd_create("stdin")
+        view = memoryview(b"".join(chunks))
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(fd, 0)
+        os.close(fd)
+    except OSError as exc:  # (e.g. stdin larger than the file-size limit)
+        raise SystemExit("tracer: cannot give the program its stdin (%s)" % (exc,))
+
+
 def confine(argv):
     """Apply the run's resource limits and drop root, before any job is read. Exits on failure."""
     import resource
@@ -317,6 +353,7 @@ def main():
     result_fd = int(sys.argv[1])
     confine(sys.argv)
     job = read_job()
+    stdin_as_file()
     timeout = float(job.get("timeout", 2.0))
     recorder = Recorder(int(job.get("head", 40)), int(job.get("tail", 20)))
     out = CappedText(int(job.get("max_stdout", 4000)))
@@ -332,6 +369,10 @@ def main():
     sys.stdout = out
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
                                  errors="replace")
+    sys.stdin.mode = "r"  # (as open() sets it; FastIO reads it)
+    if not hasattr(builtins, "exit"):
+        # `python -S` skips the site module, which defines exit() and quit(): contest code calls them.
+        builtins.exit = builtins.quit = _exit
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     tracing = bool(job.get("trace", True))
