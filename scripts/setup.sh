@@ -65,7 +65,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
     "$wheels"/llama_cpp_python-$LLAMA_VERSION-*.whl
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai]" "torch==2.13.0" \
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,hf,openai,ray]" "torch==2.13.0" \
     --find-links "$wheels"
   # evalplus (HumanEval+ / MBPP+ loaders and oracles) without its dependencies: see pyproject.toml.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "evalplus==0.3.1"

@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "parallel, or with --concurrency each runs that many tasks")
     b.add_argument("--concurrency", type=int, default=1,
                    help="tasks solved at once in threads sharing one model (for hf: on a GPU; default 1)")
+    b.add_argument("--ray", metavar="ADDRESS", help="run the units on a Ray cluster: auto (a running one), local (start "
+                   "one here) or HOST:PORT; --workers is then the number of Ray workers (one model each) and "
+                   "--concurrency their units at once (see the README)")
+    b.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="N",
+                   help="GPUs each Ray worker holds, fractions allowed (0.5: two workers share a GPU; default 1 for an "
+                        "hf: model on a cluster with GPUs, else 0)")
+    b.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="N",
+                   help="CPUs each Ray worker holds (llama.cpp computes with that many threads; default 1)")
     b.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     b.add_argument("--model", default=None, help="as for solve")
     b.add_argument("--model-name", help="as for solve")
@@ -321,7 +329,20 @@ def cmd_bench(args) -> int:
         "task_ids": [t.task_id for t in tasks], "model_spec": args.model or "embedded",
     }
     check_model(args.model)  # before the run folder exists: a wrong model leaves nothing behind
-    store = Store(out, writer=True)  # (a second run on the same folder stops here)
+    cluster = None
+    if args.ray is not None:  # (reached and checked for room before the run folder exists, too)
+        from .bench.ray_pool import Cluster, RayOptions
+
+        cluster = Cluster(RayOptions(args.ray, args.ray_gpus_per_worker, args.ray_cpus_per_worker), args.model,
+                          args.workers)
+    elif args.ray_gpus_per_worker is not None:
+        raise EgcfgError("--ray-gpus-per-worker is for --ray")
+    try:
+        store = Store(out, writer=True)  # (a second run on the same folder stops here)
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
     try:
         if args.resume:
             old = store.meta()
@@ -340,14 +361,19 @@ def cmd_bench(args) -> int:
             prov = provenance("egcfg " + " ".join(sys.argv[1:]))
             if backend == "transformers":
                 prov["machine"] += _accelerator()
+            if cluster is not None:
+                prov["machine"] += f"; {cluster.describe(args.workers)}"
             store.set_meta(**settings, **prov, model_sha256=model_sha)
         run_benchmark(tasks, agents, store, model_spec=args.model, protocol=args.protocol, workers=args.workers,
-                      run_timeout=base.run_timeout, progress=not args.no_progress, concurrency=args.concurrency)
+                      run_timeout=base.run_timeout, progress=not args.no_progress, concurrency=args.concurrency,
+                      ray=cluster)
         from .bench.report import format_text, summarize
 
         _say(format_text(summarize(store)))
     finally:
         store.close()
+        if cluster is not None:
+            cluster.close()
     return 0
 
 

@@ -100,12 +100,18 @@ class _Worker:
         from pathlib import Path
 
         try:
-            data = {"pid": os.getpid(), "model": self.model.describe(), **self.model.profile()}
+            data = self.profile_data()
             target = Path(self.profile_to) / self._profile_name
             target.with_suffix(".tmp").write_text(json.dumps(data))
             target.with_suffix(".tmp").replace(target)
         except Exception as exc:  # (a full or read-only disk...): the results matter more than the profile
             log.warning("could not write the backend profile: %s", exc)
+
+    def profile_data(self) -> dict | None:
+        """What the profile file holds, or None for a backend that keeps no profile."""
+        if not hasattr(self.model, "profile"):
+            return None
+        return {"pid": os.getpid(), "model": self.model.describe(), **self.model.profile()}
 
     def run_unit(self, store: Store, task: Task, agent: Agent, agents: list[Agent], protocol: str,
                  policy: FirstPass, halted: Callable[[], bool] = lambda: False,
@@ -250,25 +256,54 @@ class _Units:
         """("unit", task state, agent index), ("finalize", task state), or None when all is done."""
         with self._cv:
             while not stopped():
-                self._refill()
+                job = self.take_now()
+                if job is not None:
+                    return job
+                if self.finished():
+                    return None
+                self._cv.wait(timeout=1.0)  # running units will open more work (or finish the tasks)
+            return None
+
+    def take_now(self, ready: Callable[[_OpenTask, int], bool] | None = None):
+        """The best job that can start now, or None (without waiting: the Ray pool's driver loop
+        calls this). A unit for which ``ready(state, k)`` is False stays queued for a later call."""
+        with self._cv:
+            self._refill()
+            held = []
+            try:
                 while self._heap:
                     k, position = self._heapq.heappop(self._heap)
                     state = self._open.get(position)
                     if state is None or k not in state.pending:
                         continue
-                    state.pending.discard(k)
                     if state.policy.solved():
                         state.pending.clear()
                         if state.running == 0:
                             del self._open[position]
                             return "finalize", state
                         continue
+                    if ready is not None and not ready(state, k):
+                        held.append((k, position))
+                        continue
+                    state.pending.discard(k)
                     state.running += 1
                     return "unit", state, k
-                if not self._open and self._exhausted:
-                    return None
-                self._cv.wait(timeout=1.0)  # running units will open more work (or finish the tasks)
-            return None
+                return None
+            finally:
+                for item in held:
+                    self._heapq.heappush(self._heap, item)
+
+    def finished(self) -> bool:
+        with self._cv:
+            return not self._open and self._exhausted
+
+    def put_back(self, state: _OpenTask, k: int) -> None:
+        """A unit taken but not run to its end (its worker died): queue it again."""
+        with self._cv:
+            state.running -= 1
+            state.pending.add(k)
+            self._heapq.heappush(self._heap, (k, state.position))
+            self._cv.notify_all()
 
     def done(self, state: _OpenTask) -> bool:
         """A unit of ``state`` ended; True: the caller finalizes the task now."""
@@ -530,16 +565,42 @@ def schedule_order(gammas_of: dict[str, list[float]]) -> Callable[[dict], tuple[
 
 def finalize(store: Store, task: Task, position: int, agents: list[Agent], protocol: str, sandbox: Sandbox) -> dict:
     """Pick the task's final program, score it on the hidden tests, store the task row."""
+    rows = final_rows(store, task, agents)
+    return store_final(store, task, position, rows, judge_final(rows, task, protocol, sandbox))
+
+
+def final_rows(store: Store, task: Task, agents: list[Agent]) -> list[dict]:
+    """The task's stored attempts of the run's agents, in schedule order."""
     order = schedule_order({a.name: list(a.config.gammas) for a in agents})
     names = {a.name for a in agents}
-    rows = sorted((r for r in store.attempts(task.task_id) if r["agent"] in names), key=order)
-    for row in rows:  # every attempt's hidden score, for the report only
+    return sorted((r for r in store.attempts(task.task_id) if r["agent"] in names), key=order)
+
+
+def judge_final(rows: list[dict], task: Task, protocol: str, sandbox: Sandbox) -> dict:
+    """The half of ``finalize`` that runs programs (where the sandbox is: this process, or a Ray
+    worker's machine): every attempt's hidden score that is missing (for the report only), the
+    final pick (``pick_final``: by the visible verdicts, or under ``paper`` by the hidden ones),
+    and the final program's hidden result. ``rows`` need only the attempts' keys, code and verdicts."""
+    scored = {}
+    hidden_of = {}
+    for row in rows:
+        hidden_of[(row["agent"], row["gamma"])] = row["passed_hidden"]
         if row["passed_hidden"] is None:
-            row["passed_hidden"] = int(score_hidden(row["code"], task, sandbox)["passed"])
-            store.set_attempt_hidden(task.task_id, row["agent"], row["gamma"], bool(row["passed_hidden"]))
+            ok = bool(score_hidden(row["code"], task, sandbox)["passed"])
+            scored[(row["agent"], row["gamma"])] = hidden_of[(row["agent"], row["gamma"])] = ok
+    judged = [{**row, "passed_hidden": hidden_of[(row["agent"], row["gamma"])]} for row in rows]
     judge = "passed_hidden" if protocol == "paper" else "passed_visible"
-    final = pick_final(rows, passed=lambda r: r[judge], tests_passed=lambda r: r["tests_passed"]) if rows else None
+    final = pick_final(judged, passed=lambda r: r[judge], tests_passed=lambda r: r["tests_passed"]) if judged else None
     hidden = score_hidden(final["code"], task, sandbox) if final else {"passed": False, "status": "no code", "detail": ""}
+    return {"scored": scored, "final": None if final is None else judged.index(final), "hidden": hidden}
+
+
+def store_final(store: Store, task: Task, position: int, rows: list[dict], verdict: dict) -> bool:
+    """The storing half of ``finalize``: the new hidden scores and the task row; its hidden verdict."""
+    for (agent, gamma), ok in verdict["scored"].items():
+        store.set_attempt_hidden(task.task_id, agent, gamma, ok)
+    final = None if verdict["final"] is None else rows[verdict["final"]]
+    hidden = verdict["hidden"]
     totals: dict = {}
     for row in rows:
         for key, value in row["stats"].items():
@@ -552,7 +613,9 @@ def finalize(store: Store, task: Task, position: int, agents: list[Agent], proto
 
 def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_spec: str | None = None,
                   protocol: str = "honest", workers: int = 1, run_timeout: float = 2.0, progress: bool = True,
-                  concurrency: int = 1) -> list[dict]:
+                  concurrency: int = 1, ray=None) -> list[dict]:
+    """``ray`` (a ``ray_pool.RayOptions``): the units run on Ray actors instead (``workers`` of
+    them, ``concurrency`` units each), this process keeping the store."""
     done = store.done_tasks()
     todo = [(i, t) for i, t in enumerate(tasks) if t.task_id not in done]
     verdicts = [bool(r["passed_hidden"]) for r in store.tasks()]  # tasks finished before a resume
@@ -574,6 +637,15 @@ def run_benchmark(tasks: list[Task], agents: list[Agent], store: Store, model_sp
             bar.set_postfix_str(f"pass@1 {100.0 * sum(verdicts) / len(verdicts):.1f}% ({protocol})")
             bar.update(1)
 
+    if ray is not None:  # (no sandbox here: programs run on the workers' machines)
+        from .ray_pool import run_on_ray
+
+        try:
+            run_on_ray(todo, agents, store, model_spec, run_timeout, protocol, workers, concurrency, tick, ray)
+        finally:
+            if bar:
+                bar.close()
+        return store.tasks()
     scorer = Sandbox(Limits(timeout=run_timeout), warm=0)
     try:
         if concurrency > 1 and workers > 1:
