@@ -134,7 +134,9 @@ def cmd_replay(args) -> int:
         vocab = model.n_vocab
         for key in sorted(counts, key=lambda k: -counts[k]):
             kind, rows, length, attended = key
-            start = max(0, attended - length)
+            # (within the loaded context: a spec's own ?n_ctx= wins over the one asked for here, and
+            # a row's padded tokens must still land inside the cache's slack)
+            start = max(0, min(attended, model.n_ctx) - length)
             g = torch.Generator().manual_seed(rows * 7 + length)
             batch = [(slot, start, torch.randint(0, vocab, (length,), generator=g).tolist()) for slot in range(rows)]
             best = float("inf")
