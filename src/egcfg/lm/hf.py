@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -147,6 +148,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
+        self.graphs_wanted = use_graphs
         if use_graphs and self.device.type != "cuda":
             raise EgcfgError("graphs=on needs a CUDA device (CUDA graphs)")
         # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
@@ -154,6 +156,14 @@ class HFModel(UsesTokenizer, ModelLifetime):
         if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise EgcfgError(f"unknown dtype {dtype!r} (e.g. float32, bfloat16, float16)")
         self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        if self.device.type == "cuda" and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+            # The cache is one huge tensor and the graphs' pool grows beside it: with the default
+            # fixed-size segments, 21 GiB were reserved but unusable when the H200 grid run ran out
+            # of memory. Expandable segments (used with CUDA graphs in the next run, fine) avoid it.
+            try:
+                torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+            except (AttributeError, RuntimeError):  # (a torch without the setting: as before)
+                pass
         try:
             self.hf = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
         except (OSError, ValueError) as exc:
@@ -211,7 +221,10 @@ class HFModel(UsesTokenizer, ModelLifetime):
             return
         need = int(np.prod(shape)) * torch.tensor([], dtype=self.dtype).element_size()
         free, _ = torch.cuda.mem_get_info(self.device)
-        spare = 4 << 30  # activations of the largest forwards, graph pools, the picks' buffers
+        # Beside the cache: activations of the largest forwards, the CUDA graphs' pool and the
+        # picks' buffers. Measured in the H200 grid run: the graph pool grew to 12.4 GiB with 160
+        # graphs, and the cache plus 4 GiB of spare ran out of memory mid-run.
+        spare = (20 if self.graphs_wanted else 4) << 30
         if need + spare > free:
             raise EgcfgError(f"the KV cache of {shape[2] - 1} slots x {self.n_ctx} tokens needs {need / 2**30:.1f} GiB "
                              f"and {free / 2**30:.1f} GiB of {self.device} is free: lower --concurrency, "

@@ -228,8 +228,8 @@ class _RemoteBatcher:
         while True:
             try:
                 rid, reply = self.conn.recv()
-            except (EOFError, OSError):
-                break
+            except Exception:  # EOF, a reset, or a pipe closed under us (multiprocessing then
+                break          # raises TypeError from inside recv, seen when the server died)
             with self._lock:
                 slot = self._waiting.pop(rid, None)
             if slot is not None:
