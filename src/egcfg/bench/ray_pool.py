@@ -28,6 +28,7 @@ worker's machine, final programs' hidden tests included (``runner.judge_final``)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ import os
 import queue
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -97,6 +99,32 @@ def _check_reachable(address: str, what: str) -> None:
                          f"`ray start --head --port {port}`, or give another --ray address") from None
 
 
+@contextlib.contextmanager
+def _stderr_captured():
+    """Ray's C++ client logs each failed connection attempt to file descriptor 2 (about one a
+    second for 20 s when the cluster refuses the token): kept aside while connecting, so that a
+    failure is one line. Yields a function that returns what was written."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        text = []
+
+        def said() -> str:
+            if not text:
+                sink.seek(0)
+                text.append(sink.read().decode(errors="replace"))
+            return text[0]
+
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            said()
+
+
 def _fits(resources: dict, cpus: float, gpus: float, cap: int) -> int:
     """Workers of ``cpus`` CPUs and ``gpus`` GPUs (fractions allowed) one node's resources hold."""
     n = cap
@@ -147,10 +175,16 @@ class Cluster:
         if local:
             kwargs["include_dashboard"] = False
         try:
-            ray.init(address=None if local else (address or "auto"), **kwargs)
+            with _stderr_captured() as said:
+                ray.init(address=None if local else (address or "auto"), **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if "InvalidAuthToken" in said() or "InvalidAuthToken" in repr(exc.__cause__):
+                raise EgcfgError(f"the Ray cluster at {address} wants its authentication token: set RAY_AUTH_MODE=token "
+                                 f"and RAY_AUTH_TOKEN (or ~/.ray/auth_token) here as on its nodes") from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EgcfgError(f"cannot connect to the Ray cluster at {address}: {first}") from None
+        if log.isEnabledFor(logging.INFO) and said().strip():
+            sys.stderr.write(said())
         # ray.init installs a SIGTERM handler of its own (sys.exit): put egcfg's back, so that a
         # terminated run unwinds like Ctrl-C (workers stopped, stored results kept, one line).
         if threading.current_thread() is threading.main_thread():
@@ -263,11 +297,13 @@ class UnitWorker:
         store = _Relay(rows, out)
         policy = _RelayedPass(self.solved_flags, task.task_id, out)
         closed = threading.Event()  # the driver dropped the stream (the run stops)
+        solved_before = policy.solved()  # (solved by another unit before this one began)
 
         def work() -> None:
             try:
                 self.worker.run_unit(store, task, self.agents[k], self.agents, self.protocol, policy, closed.is_set)
-                out.put(("end", {"attempts": store.added, "stopped": policy.solved() and not policy.marked}))
+                out.put(("end", {"attempts": store.added, "began": not solved_before,
+                                 "stopped": policy.solved() and not policy.marked}))
             except BaseException as exc:
                 out.put(("error", str(exc) or type(exc).__name__))
             finally:
@@ -466,6 +502,8 @@ class _Driver:
                 self.greedy[greedy] = (state.position, k)
             stream = member.handle.run_unit.remote(state.task, k, [_slim(r, _UNIT_FIELDS) for r in rows])
             self.running[stream] = _Running(member, state, k, greedy)
+            log.debug("%s, agent %s: on %s (pid %s)", state.task.task_id, self.agents[k].name, member.info["node"],
+                      member.info["pid"])
 
     def _decodes_greedy(self, state, k: int, rows: list[dict]) -> tuple | None:
         """The (task, greedy key) this unit will decode greedily, or None when it copies a stored one
@@ -515,9 +553,9 @@ class _Driver:
                     member.handle.solved.remote(task_id)
         elif kind == "end":
             if message[1]["stopped"]:
-                log.info("%s, agent %s: stopped on %s (pid %s) after %d new attempt(s): another agent solved the task",
-                         task_id, self.agents[unit.k].name, unit.member.info.get("node"), unit.member.info.get("pid"),
-                         message[1]["attempts"])
+                log.info("%s, agent %s: %s on %s (pid %s) after %d new attempt(s): another agent solved the task",
+                         task_id, self.agents[unit.k].name, "stopped" if message[1]["began"] else "not begun",
+                         unit.member.info.get("node"), unit.member.info.get("pid"), message[1]["attempts"])
         elif kind == "error":
             raise EgcfgError(f"a Ray worker failed on {task_id}: {message[1]}")
 
