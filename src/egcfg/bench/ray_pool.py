@@ -141,8 +141,10 @@ class Cluster:
         from ..lm import split_spec
         from urllib.parse import parse_qsl
 
-        if options.cpus_per_worker < 0 or (options.gpus_per_worker or 0) < 0:
-            raise EgcfgError("--ray-cpus-per-worker and --ray-gpus-per-worker must not be negative")
+        for flag, value in (("cpus", options.cpus_per_worker), ("gpus", options.gpus_per_worker)):
+            if value is not None and (value < 0 or (value > 1 and value != int(value)) or not math.isfinite(value)):
+                # (Ray's rule: a fraction of one CPU or GPU, or whole ones)
+                raise EgcfgError(f"--ray-{flag}-per-worker must be a fraction up to 1 or a whole number, not {value:g}")
         address = options.address.strip()
         local = address == "local"
         if local and "ray" not in sys.modules:
@@ -404,8 +406,8 @@ class _Driver:
                 continue
             for ref in done:
                 self._became_ready(refs.pop(ref), self._get_ready(ref))
-        log.info("%d Ray workers ready: %s", workers,
-                 ", ".join(f"{m.info['node']} pid {m.info['pid']}" for m in self.members))
+        log.info("Ray workers ready: %s", ", ".join(f"{m.info['node']} pid {m.info['pid']}"
+                                                    for m in self._ready_members()))
 
     def _get_ready(self, ref) -> dict | None:
         """A worker's ready() answer; None when its actor is gone for good."""
