@@ -241,7 +241,7 @@ class _Relay:
         self.rows, self.out = rows, out
         self.added = 0
 
-    def attempts(self, task_id: str | None = None) -> list[dict]:
+    def attempts(self, task_id: str | None = None, lines: bool = False) -> list[dict]:
         return [dict(r) for r in self.rows if task_id is None or r["task_id"] == task_id]
 
     def add_attempt(self, task_id, agent, attempt, lines, replace=False) -> None:
@@ -498,7 +498,7 @@ class _Driver:
                 continue
             _, state, k = job
             member = max(free, key=self._free)  # the least busy worker
-            rows = self.store.attempts(state.task.task_id)
+            rows = self.store.attempts(state.task.task_id, lines=False)
             greedy = self._decodes_greedy(state, k, rows)
             if greedy is not None:
                 self.greedy[greedy] = (state.position, k)

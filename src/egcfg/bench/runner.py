@@ -125,7 +125,7 @@ class _Worker:
         ``greedy_locks`` (one dict per task, shared by the task's units in threads): the greedy
         attempt, shared by agents of one prompt style, is decoded by the first unit that needs it
         while the others wait for it and copy it, instead of each decoding it at once."""
-        rows = {a["gamma"]: a for a in store.attempts(task.task_id) if a["agent"] == agent.name}
+        rows = {a["gamma"]: a for a in store.attempts(task.task_id, lines=False) if a["agent"] == agent.name}
         failed = {g for g, a in rows.items() if _ended_in_error(a)}
         stored = {g: a for g, a in rows.items() if g not in failed}
         held: list = []
@@ -177,7 +177,7 @@ class _Worker:
         if gamma != 0.0 or agent.config.always_refresh:
             return None
         same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
-        for row in store.attempts(task.task_id):
+        for row in store.attempts(task.task_id, lines=False):
             if row["gamma"] == 0.0 and row["agent"] in same and not _ended_in_error(row):
                 return _attempt_from_row(row)
         return None
@@ -573,7 +573,7 @@ def final_rows(store: Store, task: Task, agents: list[Agent]) -> list[dict]:
     """The task's stored attempts of the run's agents, in schedule order."""
     order = schedule_order({a.name: list(a.config.gammas) for a in agents})
     names = {a.name for a in agents}
-    return sorted((r for r in store.attempts(task.task_id) if r["agent"] in names), key=order)
+    return sorted((r for r in store.attempts(task.task_id, lines=False) if r["agent"] in names), key=order)
 
 
 def judge_final(rows: list[dict], task: Task, protocol: str, sandbox: Sandbox) -> dict:

@@ -192,14 +192,19 @@ class Store:
              attempt.tests_total, attempt.stop_reason, json.dumps(attempt.stats.to_dict()), json.dumps(lines), time.time()))
 
     @_translated
-    def attempts(self, task_id: str | None = None) -> list[dict]:
-        query = "SELECT * FROM attempts" + (" WHERE task_id = ?" if task_id else "") + " ORDER BY created"
+    def attempts(self, task_id: str | None = None, lines: bool = True) -> list[dict]:
+        """Stored attempts, oldest first; ``lines=False`` leaves out their line-by-line records (the
+        bulk of a row: planning and finalizing read only the rest)."""
+        columns = "*" if lines else "task_id, agent, gamma, code, passed_visible, tests_passed, tests_total, " \
+                                    "stop_reason, stats, passed_hidden, created"
+        query = f"SELECT {columns} FROM attempts" + (" WHERE task_id = ?" if task_id else "") + " ORDER BY created"
         cur = self.db.execute(query, (task_id,) if task_id else ())
         cols = [c[0] for c in cur.description]
         rows = [dict(zip(cols, r)) for r in cur]
         for row in rows:
             row["stats"] = json.loads(row["stats"])
-            row["lines"] = json.loads(row["lines"])
+            if lines:
+                row["lines"] = json.loads(row["lines"])
         return rows
 
     @_translated
