@@ -176,6 +176,10 @@ class Cluster:
         kwargs = {"logging_level": level, "log_to_driver": False}
         if local:
             kwargs["include_dashboard"] = False
+            # Only messages travel through the object store (attempts with their line records), so a
+            # modest one: Ray's default takes 30% of the memory, from /dev/shm, which containers keep small.
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            kwargs["object_store_memory"] = int(max(100 * 2**20, min(2 * 2**30, memory // 10)))
         try:
             with _stderr_captured() as said:
                 ray.init(address=None if local else (address or "auto"), **kwargs)
