@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 3  # per worker: Ray starts a dead worker's process again this many times
 MAX_LOSSES = 3  # per unit: a unit whose worker died this many times stops the run (it may be the cause)
+UNAVAILABLE_SECONDS = 300.0  # a worker Ray cannot reach (nor declare dead) for this long is given up
 PROFILE_SECONDS = 20.0  # backend profiles (the hf batcher's) fetched and written this often
 INSTALL = "pip install 'egcfg[ray]'"
 # Only what a unit needs of a stored attempt (its line-by-line record and stats stay in the store).
@@ -358,6 +359,7 @@ class _Member:
     handle: object
     index: int
     state: str = "starting"  # starting | ready | recovering | dead
+    unavailable_since: float | None = None  # (Ray's answer while it restarts the worker's process)
     info: dict = dataclasses.field(default_factory=dict)
 
 
@@ -432,9 +434,15 @@ class _Driver:
             member.state = "dead"
             return
         if info.get("retry"):
+            member.unavailable_since = member.unavailable_since or time.monotonic()
+            if time.monotonic() - member.unavailable_since > UNAVAILABLE_SECONDS:
+                log.warning("a Ray worker stayed unreachable for %.0f s: going on without it", UNAVAILABLE_SECONDS)
+                member.state = "dead"
+                return
             time.sleep(0.5)
             self.recovering[member.handle.ready.remote()] = member
             return
+        member.unavailable_since = None
         if info["error"]:
             raise EgcfgError(f"a Ray worker could not load the model ({info['node']}): {info['error']}")
         if info["version"] != __version__:
