@@ -148,7 +148,6 @@ class HFModel(UsesTokenizer, ModelLifetime):
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
-        self.graphs_wanted = use_graphs
         if use_graphs and self.device.type != "cuda":
             raise EgcfgError("graphs=on needs a CUDA device (CUDA graphs)")
         # float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA (measured on an H200: a
@@ -193,7 +192,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # forward write (hf_graphs.py); it is never handed to a session.
         self.scratch = slots
         shape = (self.n_layers, 2, slots + 1, self.n_kv, self.capacity, self.head_dim)
-        self._check_memory(shape)
+        self._check_memory(shape, use_graphs)
         self.kv = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.next_logits = torch.zeros((slots + 1, self.n_vocab), dtype=torch.float32, device=self.device)
         # A GPU runs far larger forwards at the same price; a CPU pays per row.
@@ -214,7 +213,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # how the packing's effect is measured; None: only the prefill budget bounds it).
         self.batcher = Batcher(self, batch_wait, prefill_rows)
 
-    def _check_memory(self, shape) -> None:
+    def _check_memory(self, shape, graphs: bool) -> None:
         """One clear line, not a CUDA out-of-memory traceback, when the KV cache cannot fit: on a GPU
         shared by several worker processes (bench --workers), each asks for its own cache."""
         if self.device.type != "cuda":
@@ -224,7 +223,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # Beside the cache: activations of the largest forwards, the CUDA graphs' pool and the
         # picks' buffers. Measured in the H200 grid run: the graph pool grew to 12.4 GiB with 160
         # graphs, and the cache plus 4 GiB of spare ran out of memory mid-run.
-        spare = (20 if self.graphs_wanted else 4) << 30
+        spare = (20 if graphs else 4) << 30
         if need + spare > free:
             raise EgcfgError(f"the KV cache of {shape[2] - 1} slots x {self.n_ctx} tokens needs {need / 2**30:.1f} GiB "
                              f"and {free / 2**30:.1f} GiB of {self.device} is free: lower --concurrency, "

@@ -1,8 +1,8 @@
 """The choice rules of choice.py as batched tensor ops, for a backend whose logits stay on its device.
 
-``pick(table, rows)`` chooses one token per row from ``table`` (slots x vocabulary, float32: each
-slot's current next-token logits) and returns them as one host list: the only transfer of a step.
-``launch`` is the same without the wait: it queues the choice and the copy to the host.
+``launch(table, rows)`` chooses one token per row from ``table`` (slots x vocabulary, float32: each
+slot's current next-token logits) and queues their copy to the host; ``.tokens()`` of what it
+returns waits for them and gives them as one host list: the only transfer of a step.
 Every row carries its own parameters, so one call serves every task, agent and branch at once:
 
 * greedy: argmax of the slot's logits;
@@ -24,10 +24,6 @@ TOP = 1024  # tokens sorted per sampled row before the full-sort fallback
 
 # A row: (kind, slot, dyn_slot, gamma, temperature, top_p, u); kind is "greedy", "guided" or "sample".
 Row = tuple
-
-
-def pick(table: torch.Tensor, rows: list[Row]) -> list[int]:
-    return launch(table, rows).tokens()
 
 
 class Pending:
