@@ -59,18 +59,22 @@ def _live_in_group(pgid: int) -> list[int]:
     return live
 
 
-def _wait_for_tasks(proc, db: Path, n: int, timeout: float = 600) -> None:
+def _wait_for_rows(proc, db: Path, table: str, n: int, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if db.exists() and _rows(db, "SELECT count(*) FROM tasks")[0][0] >= n:
+            if db.exists() and _rows(db, f"SELECT count(*) FROM {table}")[0][0] >= n:
                 return
         except sqlite3.Error:
             pass  # not created yet
         if proc.poll() is not None:
             pytest.fail(f"bench ended early: {proc.stderr.read()[-800:]}")
         time.sleep(0.2)
-    pytest.fail("bench stored no task in time")
+    pytest.fail(f"bench stored no row of {table} in time")
+
+
+def _wait_for_tasks(proc, db: Path, n: int, timeout: float = 600) -> None:
+    _wait_for_rows(proc, db, "tasks", n, timeout)
 
 
 @contextlib.contextmanager
@@ -225,6 +229,21 @@ def test_sigkill_with_busy_workers_resumes_without_loss_or_duplicates(tmp_path, 
 
 
 @pytest.mark.model
+def _signal_while_working(proc, db: Path, sig) -> None:
+    """Send ``sig`` to a run that is verifiably still working. The run's process group is
+    stopped first, so that what is checked (the run alive, tasks left) still holds when the signal
+    arrives: otherwise a run that finishes its last task just then exits 0 and the test says
+    nothing about signals."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        assert proc.poll() is None, "the run ended before it was signalled"
+        done = _rows(db, "SELECT count(*) FROM tasks")[0][0] if db.exists() else 0
+        assert done < len(ALL_TASKS), "every task was stored before the signal"
+        proc.send_signal(sig)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
 def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model_path):
     """A run started with SIGINT ignored (as a script's background job is, or the GPU tool's
     commands) still stops on `kill -INT` and on SIGTERM, its worker processes with it, within a
@@ -236,11 +255,11 @@ def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = _bench(args + (["--resume"] if db.exists() else []), start_new_session=True,
                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        if sig == signal.SIGINT:
-            _wait_for_tasks(proc, db, 1)
+        if sig == signal.SIGINT:  # stopped mid-run: one attempt stored, so most tasks are left
+            _wait_for_rows(proc, db, "attempts", 1)
         else:  # the resumed run: stopped while it loads its models or runs its first units
-            time.sleep(4.0)
-        proc.send_signal(sig)
+            time.sleep(2.0)
+        _signal_while_working(proc, db, sig)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and err.strip().splitlines()[-1] == "egcfg: interrupted", err[-800:]
         deadline = time.time() + 10  # (multiprocessing's resource tracker ends on its own, just after)
