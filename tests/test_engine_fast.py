@@ -115,3 +115,59 @@ def test_solve_agents_flag_errors_are_one_line(egcfg_cli):
                         (["--agents-file", "/nonexistent.json"], "no such file")):
         res = egcfg_cli("solve", "examples/second_smallest.json", *args)
         assert res.returncode == 2 and words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_accept_candidates_ends_the_attempt_with_a_candidate_that_passes_the_visible_tests(sandbox):
+    """--accept-candidates (an extension): at the first guided line the sampled candidates already
+    write the whole function, which passes the visible test, so it is the attempt's program and
+    decoding stops there. Off (the paper), the same program is decoded line by line."""
+    _, plain, _ = attempt(0.5, sandbox)
+    _, accepted, _ = attempt(0.5, sandbox, accept_candidates=True)
+    assert plain.stop_reason != "candidate" and plain.code == CODE
+    assert accepted.stop_reason == "candidate" and accepted.passed and accepted.code.strip() == CODE.strip()
+    assert len(accepted.tokens) < len(plain.tokens) and accepted.stats.refreshes == 1
+    # a candidate that fails a visible test is never accepted: the attempt decodes on as without the flag
+    failing = task_from_dict({"task_id": "fake/fails", "prompt": "Write triple(x).", "entry_point": "triple",
+                              "tests": ["assert triple(2) == 7"]})
+    for accept in (False, True):
+        gen = Generator(RecordingModel(SCRIPT), failing, Config(gammas=(0.5,), candidates=2, horizon=1, max_tokens=40,
+                                                                seed=1, accept_candidates=accept), sandbox)
+        try:
+            result = gen.run(0.5)
+        finally:
+            gen.close()
+        assert result.stop_reason != "candidate" and not result.passed and result.code == CODE
+
+
+def test_resample_duplicates_draws_repeated_candidates_again(sandbox, monkeypatch):
+    """--resample-duplicates R: candidates that repeat a program are drawn again, as many as are
+    missing, for at most R rounds; a round that brings the s distinct programs ends it."""
+    import egcfg.engine as engine
+    from egcfg.lm.base import Sampled
+
+    draws = iter([["    return 1\n", "    return 1\n", "    return 2\n"], ["    return 1\n"], ["    return 3\n"]])
+    asked = []
+
+    def fake_sample(model, session, base, seqs, *args):
+        asked.append(len(seqs))
+        texts = next(draws)
+        assert len(texts) == len(seqs)
+        return Sampled(texts=texts, tokens=10 * len(texts))
+
+    monkeypatch.setattr(engine, "sample_continuations", fake_sample)
+    gen = Generator(ScriptedModel(SCRIPT), TASK, Config(candidates=3, resample_duplicates=5), sandbox)
+    from egcfg.results import Stats
+
+    stats = Stats()
+    programs = gen._sample_programs(None, "def triple(x):\n", None, stats)
+    assert asked == [3, 1, 1] and len(programs) == 3
+    assert stats.candidates_resampled == 2 and stats.candidate_tokens == 50
+    # R 0 (the default, the paper): the s samples as drawn, duplicates and all
+    draws = iter([["    return 1\n", "    return 1\n", "    return 2\n"]])
+    asked.clear()
+    gen = Generator(ScriptedModel(SCRIPT), TASK, Config(candidates=3), sandbox)
+    assert len(gen._sample_programs(None, "def triple(x):\n", None, Stats())) == 2 and asked == [3]
+    # and on the scripted model (its samples are all one program) the rounds run to R
+    monkeypatch.undo()
+    _, result, _ = attempt(0.5, sandbox, resample_duplicates=2)
+    assert result.code == CODE and result.stats.candidates_resampled == 2 * result.stats.refreshes > 0

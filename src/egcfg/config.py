@@ -30,6 +30,11 @@ HELP = {
     "seed": "candidate sampling seed",
     "run_timeout": "seconds per sandboxed run",
     "always_refresh": "build the signal even at gamma 0 (diagnostics)",
+    "resample_duplicates": "rounds of re-sampling for candidates that repeat another's program (or make none), "
+                           "so that the signal holds up to s different programs (0: the s samples as drawn, as "
+                           "in the paper)",
+    "accept_candidates": "an extension of the method: a sampled candidate that passes every visible test ends the "
+                         "attempt as its program (off: candidates only feed the signal, as in the paper)",
     "n_ctx": "model context in tokens, shared by p_sol, p_dyn and the candidates",
     "sampling_control": "the equal-compute control (bench --method sampling): each gamma > 0 attempt is a "
                         "program sampled at the agent's temperature and top-p instead, with no guidance",
@@ -53,6 +58,11 @@ class Config:
     seed: int = 0
     run_timeout: float = 2.0       # seconds per sandboxed run
     always_refresh: bool = False   # build the signal even at gamma 0 (diagnostics; tests use it)
+    # Two answers to weak spots measured in the committed runs (issue 17 item 4), off by default
+    # (paper-faithful): at t 0.7 the s candidates were often one program, so the signal showed no
+    # alternative; and a candidate that already passed every visible test was thrown away.
+    resample_duplicates: int = 0   # rounds of re-sampling the candidates that repeat a program
+    accept_candidates: bool = False  # a candidate passing all visible tests is the attempt's program
     n_ctx: int = 8192              # model context shared by p_sol, p_dyn and the candidates
     # The control at equal compute (bench --method sampling): the schedule's gamma 0 attempt stays
     # greedy; every other attempt is a whole program sampled at temperature / top_p, no guidance.
@@ -94,6 +104,8 @@ class Config:
             raise EgcfgError(f"--gamma values must be distinct, not {list(self.gammas)}")
         if self.candidates < 1:
             raise EgcfgError("--candidates must be at least 1")
+        if self.resample_duplicates < 0:
+            raise EgcfgError("--resample-duplicates must be >= 0")
         if self.horizon < 0:
             raise EgcfgError("--horizon must be >= 0")
         if self.temperature <= 0:

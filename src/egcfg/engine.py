@@ -34,7 +34,7 @@ from .candidates import sample_continuations
 from .choice import Pick
 from .config import Config
 from .execution import program as prog
-from .execution.checks import TracedRuns, check_visible
+from .execution.checks import TracedRuns, check_visible, io_finished
 from .execution.sandbox import Sandbox
 from .lines import LineTracker
 from .lm.base import LanguageModel
@@ -78,6 +78,10 @@ class Generator:
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
         self._sampler = None
+        # --accept-candidates: visible-test verdicts of candidate programs, kept across the lines
+        # and attempts of a solve (a program is checked once); the one accepted in this attempt
+        self._checked: dict[str, list[dict]] = {}
+        self._accepted: str | None = None
 
     def session(self):
         """The backend session, kept across the attempts of a solve (same prompt, warm caches)."""
@@ -106,6 +110,7 @@ class Generator:
         traces.stats = stats
         self._traces = traces
         has_tests = bool(self.task.tests or self.task.io_tests)
+        self._accepted = None
         self._sampler = None if sample_seed is None else np.random.default_rng([cfg.seed, *sample_seed])
         guide = has_tests and sample_seed is None and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
         # Seeded per attempt, not per gamma: every attempt reaches its first guided line in the same
@@ -135,6 +140,9 @@ class Generator:
                     break
                 if lines.at_boundary and lines.active and guide and not b.guided:
                     self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
+                    if self._accepted is not None:  # a candidate passed every visible test
+                        stop_reason = "candidate"
+                        break
                 t0 = time.perf_counter()
                 token = b.next if b.next is not None else self._choose(session, b, generated, gamma, stats)
                 b.next = None
@@ -155,7 +163,9 @@ class Generator:
         finally:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
         body = bytes(lines.text if cut is None else lines.text[:cut]).decode("utf-8", "replace")
-        attempt = self._finish(gamma, self._final_code(self.start + body), stop_reason, has_tests, stats)
+        # (an accepted candidate is a finished program already, checked as it is)
+        code = self._accepted if self._accepted is not None else self._final_code(self.start + body)
+        attempt = self._finish(gamma, code, stop_reason, has_tests, stats)
         stats.seconds_total += time.perf_counter() - t_start
         attempt.lines = b.lines if self.explain else []
         attempt.tokens = generated
@@ -219,7 +229,10 @@ class Generator:
 
     def _finish(self, gamma: float, code: str, stop_reason: str, has_tests: bool, stats: Stats) -> Attempt:
         """Check the final program on the visible tests (not a cancelled one) and make the Attempt."""
-        tests = check_visible(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
+        if code in self._checked:  # an accepted candidate: checked already
+            tests = self._checked[code]
+        else:
+            tests = check_visible(code, self.task, self.sandbox, stats) if code.strip() and stop_reason != "cancelled" else []
         n_pass = sum(t["passed"] for t in tests)
         # Passing = every visible test passes (vacuously true for a task that shows none).
         passed = (bool(code.strip()) and stop_reason != "cancelled" and n_pass == len(tests)
@@ -246,13 +259,13 @@ class Generator:
         stats.refreshes += 1
         code_so_far = self.start + text.decode("utf-8", "replace")
         t0 = time.perf_counter()
-        sampled = sample_continuations(
-            self.model, session, SOL, list(range(FIRST_CANDIDATE, FIRST_CANDIDATE + cfg.candidates)),
-            cfg.temperature, cfg.top_p, cfg.horizon, cfg.max_line_tokens * (cfg.horizon + 1), rng)
+        programs = self._sample_programs(session, code_so_far, rng, stats)
         stats.seconds_sampling += time.perf_counter() - t0
-        stats.candidate_tokens += sampled.tokens
-        programs = sorted({p for p in (prog.make_candidate(code_so_far, c) for c in sampled.texts) if p})
         runs = self._traces.run(programs) if programs else []
+        if cfg.accept_candidates:
+            self._accepted = self._passing_candidate(runs, stats)
+            if self._accepted is not None:  # the attempt ends here: no signal needed
+                return False, LineRecord(line=line_no, candidates=programs, signal=None)
         signal = build_signal(runs, self.count_tokens, cfg.signal_budget)
         record = LineRecord(line=line_no, candidates=programs, signal=signal)
         if signal is None:
@@ -266,3 +279,37 @@ class Generator:
         stats.seconds_guided += time.perf_counter() - t0
         log.debug("line %d: signal of %d tokens, DYN re-prefilled %d tokens", line_no, len(dyn), session.stats.prefilled - before)
         return True, record
+
+    def _sample_programs(self, session, code_so_far: str, rng, stats: Stats) -> list[str]:
+        """The line's candidate programs (distinct, sorted): s continuations sampled from SOL, made
+        executable. With --resample-duplicates R, the samples that repeat a program (or make none)
+        are drawn again, up to R rounds: at t 0.7 the s samples were often one program."""
+        cfg = self.config
+        seqs = list(range(FIRST_CANDIDATE, FIRST_CANDIDATE + cfg.candidates))
+        programs: set[str] = set()
+        want = cfg.candidates
+        for round_no in range(cfg.resample_duplicates + 1):
+            sampled = sample_continuations(self.model, session, SOL, seqs[:want], cfg.temperature, cfg.top_p,
+                                           cfg.horizon, cfg.max_line_tokens * (cfg.horizon + 1), rng)
+            stats.candidate_tokens += sampled.tokens
+            if round_no:
+                stats.candidates_resampled += want
+            programs |= {p for p in (prog.make_candidate(code_so_far, c) for c in sampled.texts) if p}
+            want = cfg.candidates - len(programs)
+            if want <= 0:
+                break
+        return sorted(programs)
+
+    def _passing_candidate(self, runs, stats: Stats) -> str | None:
+        """--accept-candidates (an extension of the method): the first candidate program, in sorted
+        order, that passes every visible test, checked as a final program is (check_visible). Only
+        candidates whose traced runs all ended normally are checked: the others cannot pass."""
+        for cand in runs:
+            if not cand.runs or not all(r.ok or (self.task.is_io and io_finished(r)) for _, r in cand.runs):
+                continue
+            if cand.program not in self._checked:
+                self._checked[cand.program] = check_visible(cand.program, self.task, self.sandbox, stats)
+            tests = self._checked[cand.program]
+            if tests and all(t["passed"] for t in tests):
+                return cand.program
+        return None

@@ -16,6 +16,7 @@ class Stats:
     tokens_decoded: int = 0
     tokens_prefilled: int = 0
     candidate_tokens: int = 0
+    candidates_resampled: int = 0  # candidates drawn again because they repeated a program (--resample-duplicates)
     seconds_prefill: float = 0.0
     seconds_sampling: float = 0.0
     seconds_execution: float = 0.0
