@@ -10,6 +10,7 @@ the same time on one GPU (so their wall times are not comparable; their tokens a
     accept      --accept-candidates (an extension of the method): a sampled candidate that passes
                 every visible test ends the attempt as its program
     gamma5      --gamma 0,0.25,0.5,0.75,1 (one attempt more; no gamma above 1)
+    accept_gamma5  both of the last two
 
 Every variant's first attempt is the same greedy program (gamma 0), so greedy pass@1 is the baseline
 of every row. Honest protocol: an attempt counts only if it passes the visible tests; pass@1 is the
@@ -44,6 +45,7 @@ VARIANTS = {
     "resample2": ["--resample-duplicates", "2"],
     "accept": ["--accept-candidates"],
     "gamma5": ["--gamma", "0,0.25,0.5,0.75,1"],
+    "accept_gamma5": ["--accept-candidates", "--gamma", "0,0.25,0.5,0.75,1"],
 }
 
 
