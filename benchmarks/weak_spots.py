@@ -18,7 +18,7 @@ hidden-test verdict of the first such program (or of the last attempt).
 
     python benchmarks/weak_spots.py run RUN --model 'hf:/root/m/model.gguf?n_ctx=4096' --limit 200 \\
         --concurrency 32 --limit-seconds 480 -- --data /root/data        # on the GPU machine
-    python benchmarks/weak_spots.py summarize RUN                         # here: weak_spots.{json,md}
+    python benchmarks/weak_spots.py summarize --split "selection=RUN" --split "all=RUN+RUN2"   # here
 
 ``summarize`` compares the variants on the tasks every variant finished: pass@1 and greedy pass@1,
 tasks won after greedy failed, attempts and generated / prefilled tokens per task, and for each
@@ -107,12 +107,26 @@ def sign_test(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * p)
 
 
-def cmd_summarize(args) -> int:
-    run = Path(args.run)
-    runs = {name: _load(run / name) for name in VARIANTS if (run / name / "results.sqlite").exists()}
-    if "egcfg" not in runs:
-        sys.exit(f"weak_spots.py: no egcfg variant in {run}")
-    common = sorted(set.intersection(*(set(r["tasks"]) for r in runs.values())))
+def _merge(folders: list[Path]) -> dict:
+    """One variant's runs over several folders (e.g. two task ranges) as one run."""
+    out = {"tasks": {}, "attempts": {}, "meta": {}, "calls": []}
+    for folder in folders:
+        r = _load(folder)
+        out["tasks"].update(r["tasks"])
+        out["attempts"].update(r["attempts"])
+        out["meta"] = out["meta"] or r["meta"]
+        out["calls"] += r["calls"]
+    return out
+
+
+def compare(folders: list[Path]) -> dict:
+    """The variants found in every one of ``folders`` compared on the tasks they all finished."""
+    names = [n for n in VARIANTS if all((f / n / "results.sqlite").exists() for f in folders)]
+    if "egcfg" not in names:
+        sys.exit(f"weak_spots.py: no egcfg variant in {', '.join(map(str, folders))}")
+    runs = {name: _merge([f / name for f in folders]) for name in names}
+    common = sorted(set.intersection(*(set(r["tasks"]) for r in runs.values())),
+                    key=lambda t: (t.rsplit("/", 1)[0], int(t.rsplit("/", 1)[1]) if t.rsplit("/", 1)[1].isdigit() else 0, t))
     if not common:
         sys.exit("weak_spots.py: no task finished by every variant")
     rows = []
@@ -132,14 +146,13 @@ def cmd_summarize(args) -> int:
             "pass_at_1": round(100 * len(passed) / len(common), 1),
             "greedy_pass_at_1": round(100 * len(greedy) / len(common), 1),
             "won_after_greedy_failed": len(passed - greedy),
-            "lost_after_greedy_passed": len(greedy - passed),  # (a greedy program failing visible tests but passing hidden ones)
             "attempts_per_task": round(len(atts) / len(common), 2),
             "generated_tokens_per_task": round(generated / len(common)),
             "prefilled_tokens_per_task": round(prefilled / len(common)),
             "candidates_resampled": resampled,
             "accepted_candidates": stops.get("candidate", 0),
-            "tasks_finished_of_planned": f"{len(r['tasks'])}/{args.planned or '?'}",
-            "command": r["meta"].get("command", ""),
+            "tasks_finished": len(r["tasks"]),
+            "commands": sorted({c["command"] for c in r["calls"]}),
         })
     base = solved["egcfg"]
     for row in rows:
@@ -147,31 +160,45 @@ def cmd_summarize(args) -> int:
         row["only_this"] = len(mine - base)
         row["only_egcfg"] = len(base - mine)
         row["sign_test_p"] = round(sign_test(len(mine - base), len(base - mine)), 3)
-    meta = runs["egcfg"]["meta"]
-    calls = runs["egcfg"]["calls"]
+    meta, calls = runs["egcfg"]["meta"], runs["egcfg"]["calls"]
+    return {"tasks_compared": len(common), "first_task": common[0], "last_task": common[-1],
+            "model": f"{Path(str(meta.get('model', ''))).name} (sha256 {meta.get('model_sha256', '?')})",
+            "machine": calls[0]["machine"] if calls else meta.get("machine", ""),
+            "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).isoformat(timespec="seconds") if calls else "",
+            "rows": rows}
+
+
+def cmd_summarize(args) -> int:
+    splits = {}
+    for spec in args.split:
+        label, _, folders = spec.partition("=")
+        if not folders:
+            sys.exit(f"weak_spots.py: --split wants LABEL=RUN[+RUN...], not {spec!r}")
+        splits[label] = compare([Path(f) for f in folders.split("+")])
     out = {
         "protocol": "honest (an attempt counts only if it passes the visible tests; pass@1 on the hidden tests)",
         "benchmark": "mbpp (test split)", "agent": "the paper grid's first (one agent)",
-        "tasks_compared": len(common), "tasks_compared_note": "tasks every variant finished",
-        "model": f"{Path(str(meta.get('model', ''))).name} (sha256 {meta.get('model_sha256', '?')})",
-        "machine": calls[0]["machine"] if calls else meta.get("machine", ""),
-        "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).isoformat(timespec="seconds") if calls else "",
-        "note": "the variants ran at the same time on one GPU: compare their tokens, not their wall times",
+        "note": "the variants of a split ran at the same time on one GPU: compare their tokens, not their wall "
+                "times; only_this / only_egcfg: tasks one of the two solved, with a two-sided sign test",
         "summarized_by": "python benchmarks/weak_spots.py summarize " + " ".join(sys.argv[2:]),
-        "rows": rows,
+        "splits": splits,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "weak_spots.json").write_text(json.dumps(out, indent=1) + "\n")
-    lines = [f"# Weak spots and the sampling control ({out['benchmark']}, {len(common)} tasks, {out['agent']})", "",
-             f"{out['protocol']}. Model {out['model']}; {out['machine']}; {out['date']}. {out['note']}.", "",
-             "| variant | flags | pass@1 | greedy | won after greedy failed | only this / only egcfg (sign p) "
-             "| attempts/task | generated tok/task | prefilled tok/task |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | `{r['flags']}` | {r['pass_at_1']}% | {r['greedy_pass_at_1']}% | "
-                     f"{r['won_after_greedy_failed']} | {r['only_this']} / {r['only_egcfg']} ({r['sign_test_p']}) | "
-                     f"{r['attempts_per_task']} | {r['generated_tokens_per_task']:,} | {r['prefilled_tokens_per_task']:,} |")
-    (RESULTS / "weak_spots.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    lines = [f"# Weak spots and the sampling control ({out['benchmark']}, {out['agent']})", "",
+             f"{out['protocol']}. {out['note']}.", ""]
+    for label, sp in splits.items():
+        lines += [f"## {label}: {sp['tasks_compared']} tasks ({sp['first_task']} .. {sp['last_task']})", "",
+                  f"Model {sp['model']}; {sp['machine']}; {sp['date']}.", "",
+                  "| variant | flags | pass@1 | greedy | won after greedy failed | only this / only egcfg (sign p) "
+                  "| attempts/task | generated tok/task | prefilled tok/task |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sp["rows"]:
+            lines.append(f"| {r['variant']} | `{r['flags']}` | {r['pass_at_1']}% | {r['greedy_pass_at_1']}% | "
+                         f"{r['won_after_greedy_failed']} | {r['only_this']} / {r['only_egcfg']} ({r['sign_test_p']}) | "
+                         f"{r['attempts_per_task']} | {r['generated_tokens_per_task']:,} | {r['prefilled_tokens_per_task']:,} |")
+        lines.append("")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
@@ -187,8 +214,9 @@ def main() -> int:
     r.add_argument("--limit-seconds", type=int, default=480)
     r.add_argument("--variants", help="comma list (default: all)")
     s = sub.add_parser("summarize")
-    s.add_argument("run")
-    s.add_argument("--planned", type=int, help="tasks each variant was asked to run (shown beside the finished)")
+    s.add_argument("--split", action="append", required=True, metavar="LABEL=RUN[+RUN...]",
+                   help="a comparison over the variants in RUN (several joined with +), repeatable")
+    s.add_argument("--name", default="weak_spots", help="output file stem in benchmarks/results")
     args, extra = parser.parse_known_args()  # (run: what follows `--` goes to egcfg bench)
     if extra and (args.cmd != "run" or extra[0] != "--"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
