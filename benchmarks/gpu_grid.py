@@ -176,6 +176,17 @@ def write_speed_md(data: dict) -> None:
                     f"efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {g['minutes']} min for {g['tasks']}/"
                     f"{g['tasks_planned']} tasks; {g['generated_tokens_per_second']:,} / {g['prefill_tokens_per_second']:,}; "
                     f"{g['gpu_busy_percent']}%; {g['efficiency']} |")
+    ray = data.get("ray_overhead")
+    if ray:  # (benchmarks/ray_overhead.py)
+        runs = ray["local_runs"] + [ray["ray_run"]] + ([ray["shared_gpu_run"]] if ray.get("shared_gpu_run") else [])
+        rows += ["", "## Ray's overhead on one GPU (benchmarks/ray_overhead.py)", "",
+                 f"Ray against the local runner: {ray['overhead_wall_percent']}% of the wall time "
+                 f"({ray['overhead_per_generated_token_percent']}% per generated token; target < {ray['target_percent']}%); "
+                 f"the local runs differ by {ray['local_spread_percent']}% among themselves. {ray['machine']}, {ray['date']}.", "",
+                 "| run | command (end) | tasks | wall s | generated tok/s | pass@1 |", "|---|---|---|---|---|---|"]
+        for r in runs:
+            rows.append(f"| {r['run']} | `...{r['command'][-90:]}` | {r['tasks']} | {r['wall_seconds']} | "
+                        f"{r['generated_tokens_per_second']:,} | {r['pass_at_1']}% |")
     with open(RESULTS / "speed.md", "a") as f:
         f.write("\n".join(rows) + "\n")
 
