@@ -288,7 +288,7 @@ def test_the_sampling_method_runs_the_agents_schedule_with_sampled_attempts(tmp_
     """bench --method sampling: the same agents and schedule slots as EG-CFG (gamma 0 greedy and
     shared by the agents of a prompt style, every other slot one sampled program), the first to
     pass the visible tests wins; the run says it is the sampling control, and resumes. A run folder
-    begun before a setting existed resumes with that setting's default."""
+    begun before a setting existed resumes with the value it ran with (its default then)."""
     out = tmp_path / "s"
     args = ["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/12", "--method", "sampling", "--agents", "2",
             "--gamma", "0,1", "--max-tokens", "4", "--out", str(out), "--no-progress"]  # (too short to pass)
@@ -307,9 +307,13 @@ def test_the_sampling_method_runs_the_agents_schedule_with_sampled_attempts(tmp_
     agents = json.loads(meta["agents"])
     for a in agents:
         a.pop("prompt_format")
+        a.pop("accept_candidates")  # (a default that changed since: such a run ran without it)
     db.execute("UPDATE meta SET value = ? WHERE key = 'agents'", (json.dumps(agents),))
     db.commit()
     db.close()
-    proc = _bench(args + ["--resume"])
+    proc = _bench(args + ["--resume"])  # today's default would mix two methods in one run: refused
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "--no-accept-candidates" in stderr.strip().splitlines()[-1], stderr[-800:]
+    proc = _bench(args + ["--resume", "--no-accept-candidates"])
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-800:]

@@ -14,7 +14,9 @@ TINY = task_from_dict({
     "entry_point": "clip",
     "tests": ["assert clip(5, 0, 3) == 3", "assert clip(-2, 0, 3) == 0", "assert clip(2, 0, 3) == 2"],
 })
-SMALL = Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=160, seed=1)
+# (the paper's method: these tests watch the signal and the guided lines, which an accepted
+# candidate would cut short)
+SMALL = Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=160, seed=1, accept_candidates=False)
 
 
 def test_guided_generation_traces_candidates(model, sandbox):
@@ -44,7 +46,8 @@ def test_dyn_branch_is_reprefilled_once_per_line_not_per_token(model, sandbox):
 
 
 def test_gamma_zero_equals_plain_greedy_token_for_token(model, model_path, sandbox):
-    cfg = Config(gammas=(0.0,), candidates=2, horizon=1, max_tokens=96, always_refresh=True, seed=3)
+    cfg = Config(gammas=(0.0,), candidates=2, horizon=1, max_tokens=96, always_refresh=True, seed=3,
+                 accept_candidates=False)
     gen = Generator(model, TINY, cfg, sandbox)
     guided = gen.run(0.0)
     assert guided.stats.refreshes > 0  # the whole guidance path ran, candidates and DYN included

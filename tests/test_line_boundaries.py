@@ -25,7 +25,7 @@ assert "".join(ENDS_WITH_NEWLINE) == "".join(MERGED_NEWLINE) == CODE + "```"
 @pytest.mark.parametrize("gamma", [0.5, 1.0])
 @pytest.mark.parametrize("script", [ENDS_WITH_NEWLINE, MERGED_NEWLINE], ids=["ends_with_newline", "merged_newline"])
 def test_guidance_refreshes_at_every_line(sandbox, script, gamma):
-    cfg = Config(gammas=(gamma,), candidates=2, horizon=1, max_tokens=40, seed=1)
+    cfg = Config(gammas=(gamma,), candidates=2, horizon=1, max_tokens=40, seed=1, accept_candidates=False)
     gen = Generator(ScriptedModel(script), TASK, cfg, sandbox, explain=True)
     attempt = gen.run(gamma)
     assert attempt.code == CODE and attempt.passed and attempt.stop_reason == "fence"
@@ -44,7 +44,7 @@ def test_guidance_refreshes_at_every_line(sandbox, script, gamma):
 
 def test_a_token_that_begins_the_next_line_with_a_fence_ends_the_code(sandbox):
     script = ["def", " triple", "(x):", "\n    ", "return", " x * 3", "\n```", "\nprint(1)\n"]
-    cfg = Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=40, seed=1)
+    cfg = Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=40, seed=1, accept_candidates=False)
     attempt = Generator(ScriptedModel(script), TASK, cfg, sandbox).run(1.0)
     assert attempt.stop_reason == "fence" and attempt.code == "def triple(x):\n    return x * 3\n"
     assert attempt.tokens[-1] == FIRST_SCRIPTED + 6  # stopped right at the "\n```" token

@@ -104,3 +104,32 @@ def test_reports_give_the_papers_count_and_pass_at_1_against_attempts_spent(tmp_
     assert [(r["agents"], r["pass_at_1"], r["attempts_per_task"], r["generated_tokens_per_task"])
             for r in s["first_k_agents"]] == [(1, 50.0, 1.5, 15.0), (2, 100.0, 2.0, 20.0)]
     assert "| 1 | 50.0 | 1.5 | 15.0 |" in format_markdown(s) and "first k agents: 1: 50.0%" in format_text(s)
+
+
+def test_every_report_says_when_a_run_went_beyond_the_papers_method(tmp_path):
+    """--accept-candidates (on by default) is an extension of the method: the text, markdown and
+    HTML reports name it, with the attempts it ended; a run with the paper's settings says nothing."""
+    from egcfg.bench.html import write_html
+    from egcfg.bench.report import format_markdown, format_text, summarize
+    from egcfg.bench.store import Store
+    from egcfg.engine import Attempt, Stats
+
+    for accept in (True, False):
+        store = Store(tmp_path / f"run-{accept}")
+        store.set_meta(agents=[{"name": "one", "gammas": [0.0, 1.0], "accept_candidates": accept}], protocol="honest",
+                       task_ids=["a"], benchmark="mbpp", method="egcfg")
+        store.add_attempt("a", "one", Attempt(gamma=0.0, code="x = 1\n", passed=False, tests_passed=0, tests_total=1,
+                                              stop_reason="eos", stats=Stats()), [])
+        store.add_attempt("a", "one", Attempt(gamma=1.0, code="x = 2\n", passed=True, tests_passed=1, tests_total=1,
+                                              stop_reason="candidate" if accept else "eos", stats=Stats()), [])
+        store.add_task("a", 0, {"agent": "one", "gamma": 1.0, "code": "x = 2\n"}, True,
+                       {"passed": True, "status": "ok", "detail": ""}, {})
+        s = summarize(store)
+        write_html(store, s, tmp_path / f"{accept}.html")
+        store.close()
+        said = [format_text(s), format_markdown(s), (tmp_path / f"{accept}.html").read_text()]
+        if accept:
+            assert s["extensions"] and "1 attempts ended so" in s["extensions"][0]
+            assert all("beyond the paper" in text and "accept-candidates" in text for text in said)
+        else:
+            assert s["extensions"] == [] and not any("beyond the paper" in text for text in said)

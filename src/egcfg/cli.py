@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .agents import GRID_FIELDS
 from .bench.protocol import PROTOCOLS
-from .config import FLAGS, HELP, NOT_FLAGS, SHORT, Config, check_timeout
+from .config import FLAGS, HELP, LEGACY, NOT_FLAGS, SHORT, Config, check_timeout
 from .errors import BackendFailure, EgcfgError
 from .prompts import FORMATS, STYLES
 from .stopping import stop_on_sigterm
@@ -54,8 +54,8 @@ def add_config_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         kwargs = {"dest": f.name, "default": default, "help": HELP[f.name]}
         if f.name == "gammas":
             kwargs["type"] = _floats
-        elif f.type == "bool":
-            kwargs["action"] = "store_true"
+        elif f.type == "bool":  # (on by default: --no-NAME turns it off)
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         elif f.name == "prompt_style":
             kwargs["choices"] = STYLES
         elif f.name == "prompt_format":
@@ -71,6 +71,23 @@ def config_from_args(args, base: Config | None = None) -> Config:
     """The Config of the fields the parser has flags for (the rest from ``base``)."""
     values = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     return (base or Config()).with_(**values)
+
+
+def _agent_changes(old: list, new: list) -> str:
+    """The agent settings a resumed run differs in, each as the flag that gives the stored value
+    (a default changed since the run began reads as the flag to add: e.g. --no-accept-candidates
+    for a run from before it was on); settings of the grid itself by name."""
+    out = []
+    for key in sorted({k for a, b in zip(old, new) if isinstance(a, dict) for k in b if a.get(k) != b[k]}):
+        value = next(a.get(key) for a, b in zip(old, new) if isinstance(a, dict) and a.get(key) != b[key])
+        flag = "--" + FLAGS.get(key, key).replace("_", "-")
+        if key in GRID_FIELDS or key == "name":
+            out.append(key)
+        elif isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out.append(f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,13 +363,15 @@ def cmd_bench(args) -> int:
     try:
         if args.resume:
             old = store.meta()
-            if isinstance(old.get("agents"), list):  # settings added since the run began take their defaults
-                defaults = Config().to_dict()
+            if isinstance(old.get("agents"), list):  # settings added since the run began: what it ran with
+                defaults = {**Config().to_dict(), **LEGACY}
                 old["agents"] = [{**defaults, **a} if isinstance(a, dict) else a for a in old["agents"]]
             # model_spec (with its ?options) is compared only for runs that recorded it
             # (and the model's label only for runs that recorded its sha256: older ones named it by path)
             changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)
                        and (k != "model" or "model_sha256" in old)]
+            if "agents" in changed and isinstance(old.get("agents"), list) and len(old["agents"]) == len(settings["agents"]):
+                changed[changed.index("agents")] = "agents: " + _agent_changes(old["agents"], settings["agents"])
             if changed:
                 raise EgcfgError(f"--resume with different settings ({', '.join(changed)}) than the stored run; "
                                  f"repeat its flags with --resume: {old.get('command', '(command not recorded)')}")

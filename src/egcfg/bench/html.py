@@ -115,6 +115,7 @@ def write_html(store: Store, summary: dict, path: Path) -> None:
         by_task.setdefault(att["task_id"], []).append(att)
     head = [("benchmark", summary["benchmark"]), ("protocol", summary["protocol"]), ("method", summary["method"]),
             ("agents", summary["agents"]), ("model", summary["model"]),
+            *[("beyond the paper's method", e) for e in summary.get("extensions") or []],
             ("tasks", f'{summary["tasks"]} of {summary["tasks_planned"]}'),
             ("pass@1 (hidden tests)", headline(summary)), ("greedy baseline", summary["baseline_pass_at_1"]),
             ("RSR", summary["rsr"]), ("the paper's count (any attempt passes hidden)", summary.get("any_attempt_pass_at_1")),

@@ -105,7 +105,21 @@ def summarize(store: Store) -> dict:
         "per_gamma": {str(g): v for g, v in sorted(per_gamma.items())},
         "per_agent": dict(per_agent),
         "cost_per_task": cost,
+        "extensions": extensions(meta, attempts),
     }
+
+
+def extensions(meta: dict, attempts: list[dict]) -> list[str]:
+    """What the run did beyond the paper's method, said in every report (empty: the paper's method)."""
+    agents = [a for a in meta.get("agents", []) if isinstance(a, dict)]
+    out = []
+    if meta.get("method") == "egcfg" and any(a.get("accept_candidates") for a in agents):
+        n = sum(a["stop_reason"] == "candidate" for a in attempts)
+        out.append(f"accept-candidates (a sampled candidate that passes every visible test is the attempt's program: "
+                   f"{n} attempts ended so; --no-accept-candidates is the paper's method)")
+    if meta.get("method") == "egcfg" and any(a.get("resample_duplicates") for a in agents):
+        out.append("resample-duplicates (candidates that repeat a program are drawn again)")
+    return out
 
 
 def headline(s: dict) -> str:
@@ -129,6 +143,7 @@ def format_text(s: dict) -> str:
         "cost per task: " + ", ".join(f"{k} {v}" for k, v in s["cost_per_task"].items()),
         f"the paper's count (any attempt of any agent passes the hidden tests): {s['any_attempt_pass_at_1']}%",
     ]
+    lines += [f"beyond the paper's method: {e}" for e in s.get("extensions") or []]
     if len(s.get("first_k_agents") or []) > 1:
         lines.append("first k agents: " + "; ".join(f"{r['agents']}: {r['pass_at_1']}% ({r['attempts_per_task']} attempts, "
                                                    f"{r['generated_tokens_per_task']} tokens/task)" for r in s["first_k_agents"]))
@@ -139,7 +154,8 @@ def format_markdown(s: dict) -> str:
     rows = [
         f"# {s['benchmark']}: {s['method']}, {s['agents']} agent(s), protocol {s['protocol']}", "",
         f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}",
-        f"- model: {s['model']}" + (f" (sha256 {s['model_sha256']})" if s.get("model_sha256") else ""), "",
+        f"- model: {s['model']}" + (f" (sha256 {s['model_sha256']})" if s.get("model_sha256") else ""),
+        *[f"- beyond the paper's method: {e}" for e in s.get("extensions") or []], "",
         "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task (mean, median) | executions/task | tokens decoded/task |",
         "|---|---|---|---|---|---|---|---|",
         f"| {s['tasks']} of {s['tasks_planned']} | {headline(s)} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "
