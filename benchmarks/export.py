@@ -5,7 +5,9 @@
 For each run folder: benchmarks/results/runs/<folder name>.json (the report with every agent's
 settings, plus one row per task: the final program itself, its hidden verdict, agent, gamma, seconds) and .md (the headline table with command,
 date, machine, model). Then benchmarks/results/summary.json is regenerated from every exported run:
-a list of {"benchmark", "protocol", "method", "agents", "model", "tasks", "pass_at_1"}.
+a list of {"benchmark", "protocol", "method", "agents", "model", "tasks", "pass_at_1", ...}, each
+EG-CFG row with the sampling control and greedy run exported on exactly its tasks beside it, and
+summary.md shows every EG-CFG row with its controls.
 """
 
 from __future__ import annotations
@@ -41,21 +43,72 @@ def export(folder: Path) -> Path:
     return target
 
 
+def _tokens_per_task(s: dict) -> float | None:
+    cost = s.get("cost_per_task") or {}
+    if cost.get("tokens_decoded") is None:
+        return None
+    return round(cost["tokens_decoded"] + (cost.get("candidate_tokens") or 0), 1)
+
+
 def rebuild_summary() -> list[dict]:
-    rows = []
+    rows, task_sets = [], []
     for path in sorted(OUT.glob("*.json")):
-        s = json.loads(path.read_text())["summary"]
+        export = json.loads(path.read_text())
+        s = export["summary"]
         rows.append({"benchmark": s["benchmark"], "protocol": s["protocol"], "method": s["method"],
                      "agents": s["agents"], "model": s["model"], "tasks": s["tasks"], "pass_at_1": s["pass_at_1"],
                      "baseline_pass_at_1": s["baseline_pass_at_1"], "rsr": s["rsr"], "run": s["run"],
-                     "tasks_planned": s.get("tasks_planned", s["tasks"])})
+                     "tasks_planned": s.get("tasks_planned", s["tasks"]),
+                     "generated_tokens_per_task": _tokens_per_task(s)})
+        task_sets.append(frozenset(t["task_id"] for t in export.get("tasks", [])))
         if s.get("any_attempt_pass_at_1") is not None:  # the paper's count, beside the honest rate (newer exports)
             rows[-1]["any_attempt_pass_at_1"] = s["any_attempt_pass_at_1"]
+        if s.get("extensions"):  # beyond the paper's method (e.g. accept-candidates)
+            rows[-1]["extensions"] = s["extensions"]
         if s.get("tasks_planned", s["tasks"]) > s["tasks"]:  # stopped part-way: the rate and its bound
             rows[-1]["finished"] = False
             rows[-1]["pass_at_1_bound_over_planned"] = s["pass_at_1_bound_over_planned"]
-    (ROOT / "benchmarks" / "results" / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    # Each EG-CFG row gets the controls exported on exactly its tasks, with the same model and
+    # protocol: the sampling control (as many agents) and greedy, each with its tokens per task.
+    for row, tasks in zip(rows, task_sets):
+        if row["method"] != "egcfg" or not tasks:
+            continue
+        for other, other_tasks in zip(rows, task_sets):
+            if (other is row or other_tasks != tasks or other["model"] != row["model"]
+                    or other["protocol"] != row["protocol"] or other["benchmark"] != row["benchmark"]):
+                continue
+            if other["method"] == "sampling" and other["agents"] == row["agents"]:
+                row.setdefault("sampling_control", {"run": other["run"], "pass_at_1": other["pass_at_1"],
+                                                    "generated_tokens_per_task": other["generated_tokens_per_task"]})
+            elif other["method"] == "baseline":
+                row.setdefault("greedy_run", {"run": other["run"], "pass_at_1": other["pass_at_1"],
+                                              "generated_tokens_per_task": other["generated_tokens_per_task"]})
+    results = ROOT / "benchmarks" / "results"
+    (results / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (results / "summary.md").write_text(summary_markdown(rows))
     return rows
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """Every EG-CFG row with its greedy (its own gamma-0 attempts) and its sampling control beside it."""
+    out = ["# EG-CFG runs with their controls (written by benchmarks/export.py)", "",
+           "pass@1 on the hidden tests; greedy is each run's own first attempt (gamma 0, same prompt); the sampling "
+           "control is an exported `--method sampling` run on exactly the same tasks, model and number of agents. "
+           "Tokens: generated per task (guided steps and candidates; the control's sampled programs).", "",
+           "| run | benchmark | tasks | agents | EG-CFG pass@1 | tokens/task | greedy | sampling control | its tokens/task | beyond the paper |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["method"] != "egcfg":
+            continue
+        ctl = r.get("sampling_control")
+        tasks = f"{r['tasks']}" + (f" of {r['tasks_planned']}" if r.get("finished") is False else "")
+        rate = f"{r['pass_at_1']}" + (f" (at least {r['pass_at_1_bound_over_planned']} of all planned)"
+                                      if r.get("finished") is False else "")
+        out.append(f"| {r['run']} | {r['benchmark']} | {tasks} | {r['agents']} | {rate} | "
+                   f"{r['generated_tokens_per_task']} | {r['baseline_pass_at_1']} | "
+                   f"{ctl['pass_at_1'] if ctl else 'not run'} | {ctl['generated_tokens_per_task'] if ctl else ''} | "
+                   f"{'accept-candidates' if any('accept-candidates' in e for e in r.get('extensions', [])) else ''} |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str]) -> int:
