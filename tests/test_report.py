@@ -1,6 +1,7 @@
 """How reports state pass@1 when a run stopped part-way (no model)."""
 
 from egcfg.bench.report import headline
+from conftest import ROOT
 
 
 def test_a_partial_run_says_so_with_the_bound_over_all_planned_tasks():
@@ -133,3 +134,38 @@ def test_every_report_says_when_a_run_went_beyond_the_papers_method(tmp_path):
             assert all("beyond the paper" in text and "accept-candidates" in text for text in said)
         else:
             assert s["extensions"] == [] and not any("beyond the paper" in text for text in said)
+
+
+def test_the_summary_sets_each_egcfg_run_beside_its_controls_on_the_same_tasks(tmp_path, monkeypatch):
+    """benchmarks/export.py: an EG-CFG row gets the sampling control and the greedy run exported on
+    exactly its tasks (same model and protocol, as many agents for the control), with tokens per
+    task; a control on other tasks is not set beside it."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import export
+
+    out = tmp_path / "results" / "runs"
+    out.mkdir(parents=True)
+    monkeypatch.setattr(export, "OUT", out)
+    monkeypatch.setattr(export, "ROOT", tmp_path / "root")
+    (tmp_path / "root" / "benchmarks" / "results").mkdir(parents=True)
+
+    def write(name, method, tasks, rate, decoded, agents=1):
+        summary = {"benchmark": "mbpp", "protocol": "honest", "method": method, "agents": agents, "model": "m.gguf",
+                   "tasks": len(tasks), "tasks_planned": len(tasks), "pass_at_1": rate, "baseline_pass_at_1": 30.0,
+                   "rsr": None, "run": name, "cost_per_task": {"tokens_decoded": decoded, "candidate_tokens": 5.0}}
+        (out / f"{name}.json").write_text(json.dumps({"summary": summary, "tasks": [{"task_id": t} for t in tasks]}))
+
+    write("eg", "egcfg", ["a", "b"], 50.0, 100.0)
+    write("ctl", "sampling", ["a", "b"], 60.0, 20.0)
+    write("ctl-other-tasks", "sampling", ["a", "c"], 10.0, 20.0)
+    write("ctl-more-agents", "sampling", ["a", "b"], 70.0, 20.0, agents=3)
+    write("greedy", "baseline", ["b", "a"], 30.0, 10.0)
+    rows = {r["run"]: r for r in export.rebuild_summary()}
+    assert rows["eg"]["sampling_control"] == {"run": "ctl", "pass_at_1": 60.0, "generated_tokens_per_task": 25.0}
+    assert rows["eg"]["greedy_run"]["run"] == "greedy" and rows["eg"]["generated_tokens_per_task"] == 105.0
+    assert "sampling_control" not in rows["ctl"]
+    md = (tmp_path / "root" / "benchmarks" / "results" / "summary.md").read_text()
+    assert "| eg | mbpp | 2 | 1 | 50.0 | 105.0 | 30.0 | 60.0 | 25.0 |" in md
