@@ -271,7 +271,16 @@ def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
     both = [t for t in cpu if t in gpu]
     b = sum(gpu[t] and not cpu[t] for t in both)
     c = sum(cpu[t] and not gpu[t] for t in both)
+    # Like with like: a setting of the agent that differs between the runs (e.g. accept_candidates,
+    # on by default since 2026-12-02; older exports ran without it) is named, not hidden.
+    cpu_agent = next((a for a in data["summary"].get("agent_configs") or [] if a.get("name") == first["name"]), None)
+    from egcfg.config import LEGACY, Config
+
+    legacy = {**Config().to_dict(), **LEGACY}  # (a setting an export predates: what it ran with)
+    differ = sorted(k for k in set(first) | set(cpu_agent or {}) if k != "name" and cpu_agent is not None
+                    and first.get(k, legacy.get(k)) != cpu_agent.get(k, legacy.get(k)))
     return {"cpu_run": export.name, "what": "EG-CFG, the first agent alone", "tasks": len(both),
+            "settings_that_differ": differ if cpu_agent is not None else "the CPU export does not record its agent",
             "gpu_pass_at_1": round(100 * sum(gpu[t] for t in both) / max(1, len(both)), 1),
             "cpu_pass_at_1": round(100 * sum(cpu[t] for t in both) / max(1, len(both)), 1),
             "same_verdict": sum(gpu[t] == cpu[t] for t in both), "gpu_only": b, "cpu_only": c,
