@@ -245,6 +245,29 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
     assert len(list((tmp_path / "procs-no-server").glob("profile-*.json"))) == 2
 
 
+@pytest.mark.model
+def test_candidates_sampled_in_the_model_server_equal_the_session_driven_loop(tmp_path, model_path):
+    """EG-CFG through the model server (--workers 2): the server's batcher steps each refresh's
+    candidates itself, with the attempt's generator pickled there and its state handed back. The
+    attempts equal those of one process whose sessions drive the candidates token by token
+    (candidates=session)."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    found = {}
+    for name, spec, extra in (("server", "hf:embedded?n_ctx=2048", ["--workers", "2"]),
+                              ("session", "hf:embedded?n_ctx=2048&candidates=session", [])):
+        out = tmp_path / name
+        proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/12,Mbpp/14", "--gamma", "1", "--max-tokens", "40",
+                       "--no-accept-candidates",
+                       "--model", spec, "--out", str(out), "--no-progress", *extra])
+        _, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-800:]
+        rows = _rows(out / "results.sqlite", "SELECT task_id, code, stats FROM attempts ORDER BY task_id")
+        found[name] = [(t, code, json.loads(st)["candidate_tokens"], json.loads(st)["refreshes"]) for t, code, st in rows]
+    assert found["server"] == found["session"]
+    # candidates were sampled, at several lines (the generator's hand-back is checked in test_hf)
+    assert all(tokens > 0 for _, _, tokens, _ in found["server"]) and max(n for *_, n in found["server"]) > 1
+
+
 def test_concurrency_flag_is_checked(egcfg_cli, tmp_path):
     res = egcfg_cli("bench", "mbpp", "--data", str(FIXTURE), "--concurrency", "0", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "at least 1" in res.stderr and "Traceback" not in res.stderr

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from egcfg import Config, task_from_dict  # noqa: E402
 from egcfg.engine import Generator  # noqa: E402
+from egcfg.errors import EgcfgError  # noqa: E402
 
 pytestmark = pytest.mark.model
 
@@ -286,3 +287,71 @@ def test_cuda_graph_replays_equal_eager_forwards(model_path):
         assert (m.next_logits[:5].argmax(-1) == want.argmax(-1)).all()
     finally:
         m.close()
+
+
+def test_candidates_stepped_by_the_batcher_equal_the_session_driven_loop(hf_model):
+    """sample_forks: the batcher forks and steps a refresh's candidates itself (one round trip).
+    Same texts, token count and generator state after as the loop driven from the session one
+    token at a time (candidates.sample_on_host), for several sessions sampling at once; and a
+    candidate that would pass the context is the same clear error."""
+    from egcfg.candidates import sample_continuations, sample_on_host
+
+    m = hf_model
+    prompts = [prompt_ids(m, f"Write a python function {name}.") + m.tokenize("```python\ndef ")
+               for name in ("square(x)", "is_even(n)", "greet(name)")]
+
+    def sample(ids, driver, seed):
+        rng = np.random.default_rng(seed)
+        with m.session(4) as s:
+            s.sync(0, ids, fetch=False)
+            out = driver(m, s, 0, [1, 2, 3], 1.3, 0.95, 1, 40, rng)
+            assert s.tokens(1) == [] and s.tokens(0) == ids  # the forks are gone, the base as it was
+            return out.texts, out.tokens, rng.random()
+
+    on_host = [sample(p, sample_on_host, i) for i, p in enumerate(prompts)]
+    assert any(len(set(texts)) > 1 for texts, _, _ in on_host)  # (a real sample: candidates differ)
+    forwards = m.batcher.forwards
+    results = [None] * len(prompts)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, sample(prompts[i], sample_continuations, i)))
+               for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == on_host
+    # the three sessions' candidates shared forwards
+    assert m.batcher.forwards - forwards < sum(tokens for _, tokens, _ in on_host) // 3
+    with m.session(2) as s:
+        s.sync(0, list(range(100, 100 + m.n_ctx - 2)), fetch=False)
+        with pytest.raises(EgcfgError, match="exceed the model context"):
+            sample_continuations(m, s, 0, [1], 0.9, 0.95, 8, 40, np.random.default_rng(0))
+
+
+def test_candidates_sampled_in_a_model_server_hand_the_generator_back(hf_model):
+    """Through the model server (hf_server.py) the candidates' generator travels pickled and its
+    state comes back with the texts: two refreshes in a row draw what the session-driven loop
+    draws in this process, and the generator ends in the same state."""
+    import multiprocessing
+
+    from egcfg.candidates import sample_continuations, sample_on_host
+    from egcfg.lm import hf_server
+
+    m = hf_model
+    ids = prompt_ids(m, "Write a python function square(x).") + m.tokenize("```python\ndef ")
+
+    def two_refreshes(model, driver):
+        rng = np.random.default_rng(7)
+        with model.session(4) as s:
+            s.sync(0, ids, fetch=False)
+            texts = [driver(model, s, 0, [1, 2, 3], 1.3, 0.95, 1, 24, rng).texts for _ in range(2)]
+        return texts, rng.random()
+
+    expected = two_refreshes(m, sample_on_host)
+    proc, conns = hf_server.start(multiprocessing.get_context("spawn"), "hf:embedded?slots=8", {"n_ctx": 2048}, 1, None)
+    try:
+        remote = hf_server.RemoteModel(conns[0])
+        assert remote.batcher_candidates
+        assert two_refreshes(remote, sample_continuations) == expected
+        remote.close()
+    finally:
+        hf_server.stop(proc)

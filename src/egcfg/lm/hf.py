@@ -35,10 +35,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EgcfgError
-from .base import Capabilities, ModelLifetime, TrackedSession, UsesTokenizer
+from .base import Capabilities, ModelLifetime, Sampled, TrackedSession, UsesTokenizer
 from .hf_batcher import PREFILL_CHUNK, Batcher, Request
 from .hf_graphs import Graphs
 from .hf_tokenizer import HFTokenizer
+from . import torch_picks
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
                  prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None,
-                 graphs: str | None = None, server: str | None = None):
+                 graphs: str | None = None, server: str | None = None, candidates: str | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -145,6 +146,11 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # server= is the runner's (bench --workers: one model server process, hf_server.py)
         if server not in (None, "on", "off"):
             raise EgcfgError(f"model option server={server!r} must be on or off")
+        if candidates not in (None, "batcher", "session"):
+            raise EgcfgError(f"model option candidates={candidates!r} must be batcher or session")
+        # Candidates stepped by the batcher (one round trip per refresh, not per token); "session"
+        # drives them token by token from the session's thread, as before 2026-12-02.
+        self.batcher_candidates = candidates != "session"
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
@@ -233,7 +239,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
         return {"backend": "transformers", "transformers": __import__("transformers").__version__,
                 "torch": torch.__version__, "model": self.source, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
-                "slots": self.scratch, "graphs": self.graphs is not None, "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
+                "slots": self.scratch, "graphs": self.graphs is not None,
+                "candidates": "batcher" if self.batcher_candidates else "session", "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
 
     def profile(self) -> dict:
         """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py;
@@ -406,14 +413,7 @@ class HFSession(TrackedSession):
         return self._stepped(order, feeds, [logits[i] for i in range(len(order))])
 
     def _device_picks(self, picks) -> list:
-        rows = []
-        for p in picks:
-            if p.dyn is not None and p.gamma in (0.0, 1.0):  # the rule is one branch's argmax
-                rows.append(("greedy", self._slot(p.dyn if p.gamma == 1.0 else p.seq), -1, 0.0, 0.0, 1.0, 0.0))
-            else:
-                rows.append((p.kind, self._slot(p.seq), self._slot(p.dyn) if p.dyn is not None else -1,
-                             float(p.gamma), float(p.temperature), float(p.top_p), float(p.u)))
-        return rows
+        return torch_picks.rows_of(picks, self._slot)
 
     def pick(self, picks) -> list[int]:
         """Tokens chosen on the device (torch_picks.py), batched with every other session's."""
@@ -433,6 +433,29 @@ class HFSession(TrackedSession):
         self.stats.batches += 1
         self._stepped(order, feeds, [ON_DEVICE] * len(order))
         return tokens
+
+    def sample_forks(self, base_seq: int, seqs: list[int], temperature: float, top_p: float, horizon: int,
+                     max_tokens: int, rng: np.random.Generator) -> Sampled:
+        """The candidates of one refresh in one round trip: the batcher forks ``base_seq`` into the
+        ``seqs``' slots and steps them itself with every other session's work until each stops
+        (candidates.Sampling: the same draws from ``rng``, stop rule and text as the session-driven
+        loop, which ``candidates=session`` in the model spec keeps)."""
+        from ..candidates import sample_on_host
+
+        if not self.model.batcher_candidates:
+            return sample_on_host(self.model, self, base_seq, seqs, temperature, top_p, horizon, max_tokens, rng)
+        if base_seq not in self._logits:
+            raise ValueError(f"sequence {base_seq} has no next-token logits (sync it first)")
+        n = len(self._tokens[base_seq])
+        texts, total, steps, fed, state = self.model.batcher.call(Request(
+            "sample", rows=[(self._slot(base_seq), n)],
+            sample=([self._slot(s) for s in seqs], temperature, top_p, horizon, max_tokens, rng, self.n_ctx)))
+        rng.bit_generator.state = state  # (a server sampled with a copy of the generator)
+        for seq in seqs:
+            self._dropped(seq)
+        self.stats.decoded += fed
+        self.stats.batches += steps
+        return Sampled(texts=texts, tokens=total)
 
     def fork(self, src: int, dst: int) -> None:
         n = len(self._tokens[src])

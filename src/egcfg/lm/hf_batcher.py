@@ -50,14 +50,18 @@ def as_error(exc: Exception) -> EgcfgError:
 
 class Request:
     """kind "step": rows (slot, position, [token]); "prefill": one row (slot, start, tokens);
-    "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host.
+    "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host;
+    "sample": one row (base slot, its length) forked into ``sample``'s slots and stepped by the
+    thread until every candidate stops (candidates.Sampling); its result is (texts, tokens sampled,
+    steps, tokens fed, the generator's state).
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
-    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset")
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset", "sample")
 
-    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None):
+    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None, sample=None):
         self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
+        self.sample = sample  # kind "sample": (slots, temperature, top_p, horizon, max_tokens, rng, n_ctx)
         self.done = threading.Event()
         self.result = None
         self.error = None
@@ -78,6 +82,7 @@ class Batcher:
         self._cv = threading.Condition()
         self._queue: list[Request] = []
         self._prefilling: list[Request] = []  # prefills begun, not finished (only the thread touches it)
+        self._sampling: list[_Candidates] = []  # "sample" requests under way (only the thread touches it)
         self._sessions = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -142,12 +147,13 @@ class Batcher:
         not wait for more: it takes what is queued (maybe nothing) and goes on prefilling."""
         with self._cv:
             t0 = time.perf_counter()
-            while not self._queue and not self._stopped and not self._prefilling:
+            while not self._queue and not self._stopped and not self._prefilling and not self._sampling:
                 self._cv.wait()
             if self._stopped:
                 return None
             deadline = time.monotonic() + 20 * self.wait
-            while len(self._queue) < self._sessions and not self._prefilling:
+            # (a session whose candidates the thread is stepping has its request in already)
+            while len(self._queue) + len(self._sampling) < self._sessions and not self._prefilling:
                 seen = len(self._queue)
                 now = time.monotonic()
                 if now >= deadline:
@@ -165,14 +171,16 @@ class Batcher:
             while True:
                 batch = self._gather()
                 if batch is None:
-                    self._fail(self._prefilling, BackendFailure("the model was closed"))
+                    self._fail(self._prefilling + [c.request for c in self._sampling],
+                               BackendFailure("the model was closed"))
                     return
                 self._serve(batch)
         except BaseException as exc:  # never leave a session waiting on a dead thread
             with self._cv:
                 self._stopped = True
                 queued, self._queue = self._queue, []
-            self._fail((batch or []) + queued + self._prefilling, BackendFailure(f"hf backend: {exc}"))
+            self._fail((batch or []) + queued + self._prefilling + [c.request for c in self._sampling],
+                       BackendFailure(f"hf backend: {exc}"))
             raise
 
     def _serve(self, batch: list[Request]) -> None:
@@ -181,13 +189,22 @@ class Batcher:
                 self._run(req, lambda r: self.model.copy_slot(*r.copy))
             elif req.kind == "read":
                 self._run(req, lambda r: self.model.to_host(self.model.next_logits[list(r.rows)]))
-        steps = [r for r in batch if r.kind == "step"]
+        # candidates being sampled: the next step of each job under way, and the first picks of
+        # each job that arrives (from its forks, copied here)
+        inner = [c.next_step() for c in list(self._sampling)]
+        inner = [r for r in inner if r is not None]
+        for req in batch:
+            if req.kind == "sample":
+                first = self._start_sampling(req)
+                if first is not None:
+                    inner.append(first)
+        steps = [r for r in batch if r.kind == "step"] + [r for r in inner if r.kind == "step"]
         t0 = time.perf_counter()
         if steps:
             steps = self._run_steps(steps)
         self.seconds["steps"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        picking = self._launch_picks(steps + [r for r in batch if r.kind == "pick"])
+        picking = self._launch_picks(steps + [r for r in batch if r.kind == "pick"] + [r for r in inner if r.kind == "pick"])
         self.seconds["picks"] += time.perf_counter() - t0
         for req in batch:
             if req.kind == "prefill" and req.rows[0][2]:
@@ -204,9 +221,28 @@ class Batcher:
         self._finish_picks(picking)
         self.seconds["picks"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        while self._prefilling and not self._queue:  # (a racy peek is enough: a miss costs one forward)
+        while self._prefilling and not self._queue and not self._sampling:  # (a racy peek is enough: a miss costs one forward)
             self._prefill_forward()
         self.seconds["prefills"] += time.perf_counter() - t0
+
+    def _start_sampling(self, req: Request) -> Request | None:
+        """A "sample" request: fork the base slot into the candidates' slots; returns the request
+        of the candidates' first picks (None if the forks failed: the request has its error)."""
+        from ..candidates import Sampling
+
+        base, n = req.rows[0]
+        slots, temperature, top_p, horizon, max_tokens, rng, n_ctx = req.sample
+        try:
+            for slot in slots:
+                self.model.copy_slot(base, slot, n)
+        except Exception as exc:
+            req.error = as_error(exc)
+            req.finish()
+            return None
+        job = _Candidates(self, req, Sampling(self.model, slots, temperature, top_p, horizon, max_tokens, rng),
+                          {slot: n for slot in slots}, n_ctx)
+        self._sampling.append(job)
+        return job.first_picks()
 
     def _run(self, req: Request, fn) -> None:
         try:
@@ -324,6 +360,59 @@ class Batcher:
             r.result = host[at:at + len(r.rows)].copy() if r.fetch else None
             at += len(r.rows)
         return steps
+
+
+class _Candidates:
+    """One "sample" request under way: its Sampling state machine (candidates.py) driven by the
+    batcher thread, one step per batch, alongside every other session's work. The steps and picks
+    it makes are internal requests, whose ``on_done`` takes their tokens."""
+
+    def __init__(self, batcher: Batcher, request: Request, job, pos: dict[int, int], n_ctx: int):
+        self.batcher, self.request, self.job, self.pos, self.n_ctx = batcher, request, job, pos, n_ctx
+        self.feeds: dict[int, int] | None = None  # the next step's {slot: token}; None while in flight
+        self.fed = 0
+
+    def first_picks(self) -> Request:
+        slots = self.job.seqs
+        return Request("pick", picks=torch_picks.rows_of(self.job.picks(slots), int),
+                       on_done=lambda r: self._took(slots, r, stepped=False))
+
+    def next_step(self) -> Request | None:
+        if not self.feeds:
+            return None
+        order, feeds = list(self.feeds), self.feeds
+        self.feeds = None
+        too_long = [s for s in order if self.pos[s] + 1 > self.n_ctx]
+        if too_long:  # (what the session-driven loop's step would refuse)
+            self._end(error=EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens "
+                                       f"({self.pos[too_long[0]] + 1} tokens)"))
+            return None
+        rows = [(slot, self.pos[slot], [feeds[slot]]) for slot in order]
+        self.fed += len(order)
+        return Request("step", rows=rows, picks=torch_picks.rows_of(self.job.picks(order), int),
+                       on_done=lambda r: self._took(order, r, stepped=True))
+
+    def _took(self, order: list[int], r: Request, stepped: bool) -> None:
+        if r.error is not None:
+            self._end(error=r.error)
+            return
+        if stepped:
+            for slot in order:
+                self.pos[slot] += 1
+        tokens = r.result[1] if stepped else r.result
+        self.feeds = self.job.took(order, tokens, stepped)
+        if not self.feeds:
+            sampled = self.job.result()
+            self.request.result = (sampled.texts, sampled.tokens, self.job.steps, self.fed,
+                                   self.job.rng.bit_generator.state)
+            self._end()
+
+    def _end(self, error: Exception | None = None) -> None:
+        if self in self.batcher._sampling:
+            self.batcher._sampling.remove(self)
+        if error is not None:
+            self.request.error = error
+        self.request.finish()
 
 
 def decode_groups(rows: list, max_rows: int, min_rows: int = 64, worth: float = 0.6) -> list[list]:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from ..errors import BackendFailure, EgcfgError
-from ..stopping import stop_on_sigterm
+from ..stopping import stop_on_sigterm, work_done
 from .base import Capabilities, ModelLifetime, UsesTokenizer
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def serve(spec: str, options: dict, conns: list, status, profile_to: str | None)
     except KeyboardInterrupt:
         pass
     finally:
+        work_done()  # (stopped once: a second SIGTERM ends it at once, without a traceback)
         stop.set()
         write_profile()
         model.close()
@@ -125,8 +126,8 @@ def _serve_worker(model, conn, info: dict) -> None:
             except (EOFError, OSError):
                 return
             if op == "call":
-                kind, rows, copy, picks, fetch = args
-                req = Request(kind, rows=rows, copy=copy, picks=picks, fetch=fetch,
+                kind, rows, copy, picks, fetch, sample = args
+                req = Request(kind, rows=rows, copy=copy, picks=picks, fetch=fetch, sample=sample,
                               on_done=lambda r, rid=rid: out.put((rid, (r.result, r.error))))
                 try:
                     model.batcher.submit(req)
@@ -261,7 +262,9 @@ class _RemoteBatcher:
             self._send((next(self._ids), op, args))
 
     def call(self, request):
-        return self.ask("call", (request.kind, request.rows, request.copy, request.picks, request.fetch))
+        # (a "sample" request carries the candidates' numpy generator: pickled, it samples in the
+        # server, whose reply hands its state back)
+        return self.ask("call", (request.kind, request.rows, request.copy, request.picks, request.fetch, request.sample))
 
     def opened(self) -> None:
         self.tell("opened")
@@ -293,6 +296,7 @@ class RemoteModel(UsesTokenizer, ModelLifetime):
         self.n_ctx, self.n_vocab = info["n_ctx"], info["n_vocab"]
         self.name, self.source = info["name"], info["source"]
         self._describe = info["describe"]
+        self.batcher_candidates = self._describe.get("candidates", "batcher") == "batcher"
         self.tok = HFTokenizer(*info["tokenizer"])
         self.tokenizer = self.tok.tokenizer
 

@@ -26,6 +26,18 @@ TOP = 1024  # tokens sorted per sampled row before the full-sort fallback
 Row = tuple
 
 
+def rows_of(picks, slot_of) -> list[Row]:
+    """choice.Pick objects as rows, their sequences mapped to KV slots by ``slot_of``."""
+    rows = []
+    for p in picks:
+        if p.dyn is not None and p.gamma in (0.0, 1.0):  # the rule is one branch's argmax
+            rows.append(("greedy", slot_of(p.dyn if p.gamma == 1.0 else p.seq), -1, 0.0, 0.0, 1.0, 0.0))
+        else:
+            rows.append((p.kind, slot_of(p.seq), slot_of(p.dyn) if p.dyn is not None else -1,
+                         float(p.gamma), float(p.temperature), float(p.top_p), float(p.u)))
+    return rows
+
+
 class Pending:
     """Picked tokens on their way to the host: the copy is queued on the device, so the caller can
     queue more work (a prefill forward) before it waits for them with ``tokens()``."""
