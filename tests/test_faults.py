@@ -205,7 +205,8 @@ def test_sigkill_with_busy_workers_resumes_without_loss_or_duplicates(tmp_path, 
     while the workers are busy; the resumed run stores every task once and keeps what was stored."""
     run = tmp_path / "run"
     db = run / "results.sqlite"
-    args = BASE + ["--out", str(run), "--workers", "4", "--concurrency", "8", "--agents", "2", "--gamma", "0,1"]
+    args = BASE + ["--out", str(run), "--workers", "4", "--concurrency", "8", "--agents", "2", "--gamma", "0,1",
+                   "--no-accept-candidates"]  # (the paper's method: a heavier run, still busy when killed)
     args[args.index("--method") + 1] = "egcfg"
     proc = _bench(args, start_new_session=True)
     _wait_for_tasks(proc, db, 1)
@@ -247,17 +248,19 @@ def _signal_while_working(proc, db: Path, sig) -> None:
 def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model_path):
     """A run started with SIGINT ignored (as a script's background job is, or the GPU tool's
     commands) still stops on `kill -INT` and on SIGTERM, its worker processes with it, within a
-    minute, and says so in one line; what it stored stays and --resume finishes the run."""
-    run = tmp_path / "run"
-    db = run / "results.sqlite"
-    args = BASE + ["--out", str(run), "--workers", "2", "--concurrency", "2", "--agents", "2", "--gamma", "0,1"]
-    args[args.index("--method") + 1] = "egcfg"
+    minute, and says so in one line; what it stored stays and --resume finishes the run. (Two
+    fresh runs, so that each signal finds work left: a resumed run may have only its last task.)"""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        proc = _bench(args + (["--resume"] if db.exists() else []), start_new_session=True,
-                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        run = tmp_path / sig.name
+        db = run / "results.sqlite"
+        # (the paper's method: accepted candidates would finish the tasks before the signals)
+        args = BASE + ["--out", str(run), "--workers", "2", "--concurrency", "2", "--agents", "2", "--gamma", "0,1",
+                       "--no-accept-candidates"]
+        args[args.index("--method") + 1] = "egcfg"
+        proc = _bench(args, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         if sig == signal.SIGINT:  # stopped mid-run: one attempt stored, so most tasks are left
             _wait_for_rows(proc, db, "attempts", 1)
-        else:  # the resumed run: stopped while it loads its models or runs its first units
+        else:  # stopped while it loads its models or runs its first units
             time.sleep(2.0)
         _signal_while_working(proc, db, sig)
         _, err = proc.communicate(timeout=60)
@@ -267,9 +270,9 @@ def test_sigint_stops_worker_processes_even_where_it_was_ignored(tmp_path, model
             time.sleep(0.2)
         left = _live_in_group(proc.pid)
         assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left]
-    code, _, err = _run(args + ["--resume"], timeout=900)
-    assert code == 0, err[-800:]
-    assert sorted(t for (t,) in _rows(db, "SELECT task_id FROM tasks")) == ALL_TASKS
+        code, _, err = _run(args + ["--resume"], timeout=900)
+        assert code == 0, err[-800:]
+        assert sorted(t for (t,) in _rows(db, "SELECT task_id FROM tasks")) == ALL_TASKS
 
 
 @pytest.mark.model

@@ -43,3 +43,11 @@ def stop_on_sigterm() -> None:
         hook = _unraisable(sys.unraisablehook)
         hook.egcfg_stopping = True
         sys.unraisablehook = hook
+
+
+def work_done() -> None:
+    """The process's work is over (its results are sent): a SIGTERM from here on ends it at once.
+    A KeyboardInterrupt raised in its exit finalizers (multiprocessing joins its queues' feeder
+    threads there) would be printed by multiprocessing as a traceback: seen when a run's parent,
+    stopping on a worker's error, terminated the other workers while they were exiting."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

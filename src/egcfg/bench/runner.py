@@ -37,7 +37,7 @@ from ..execution.checks import TracedRuns, score_hidden
 from ..execution.sandbox import Limits, Sandbox
 from ..results import Attempt, Stats
 from ..solver import ERROR_PREFIX, pick_final, run_schedule
-from ..stopping import stop_on_sigterm
+from ..stopping import stop_on_sigterm, work_done
 from ..task import Task
 from .store import Store
 
@@ -420,6 +420,8 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
             scorer.close()
     except BaseException as exc:  # reported to the parent, which stops the run with it
         results_q.put(("error", str(exc) or type(exc).__name__))
+    finally:
+        work_done()
 
 
 def _uses_model_server(model_spec: str | None) -> bool:
