@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from conftest import ROOT
+
 
 def test_trace_prints_the_trace(tmp_path, egcfg_cli):
     prog = tmp_path / "p.py"
@@ -117,3 +119,16 @@ def test_a_task_that_fails_does_not_lose_the_others(tmp_path, egcfg_cli, model_p
     assert data[0]["passed"] is False and "context" in data[0]["error"]
     assert "def bigger(" in data[1]["code"]
     assert out.returncode == 1
+
+
+@pytest.mark.model
+def test_solve_says_when_its_program_is_an_accepted_candidate(egcfg_cli, model_path):
+    """The demo task: by default a sampled candidate that passes every visible test is the
+    program, and solve says so (an extension of the method); --no-accept-candidates decodes on
+    (the paper's method) and says nothing of it."""
+    task = str(ROOT / "examples" / "opposite_signs.json")
+    default = egcfg_cli("solve", task)
+    paper = egcfg_cli("solve", task, "--no-accept-candidates")
+    assert default.returncode == 0 and paper.returncode == 0, default.stderr[-500:] + paper.stderr[-500:]
+    assert "a sampled candidate that passed every visible test" in default.stdout
+    assert "sampled candidate" not in paper.stdout and "PASSED" in paper.stdout

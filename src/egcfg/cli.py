@@ -291,6 +291,9 @@ def _print_result(result, explain: bool) -> None:
           f"({final.tests_passed}/{final.tests_total}) at gamma {result.gamma:g}; "
           f"{st.seconds_total:.1f} s, {st.executions} executions, {st.refreshes} refreshes, "
           f"{st.tokens_decoded} tokens decoded")
+    if final.stop_reason == "candidate":  # (an extension of the method: said where it was used)
+        _say("# the program is a sampled candidate that passed every visible test (--accept-candidates; "
+             "--no-accept-candidates for the paper's method)")
     tried = ", ".join(f"gamma {a.gamma:g}: {a.tests_passed}/{a.tests_total}" for a in result.attempts)
     _say(f"# attempts (visible tests passed): {tried}")
     _say(result.code.rstrip(), flush=True)
