@@ -21,6 +21,11 @@ batch, while a decode forward took 6-11 ms). And the first prefill forward of a 
 before the host waits for the batch's picks, so the GPU runs it while the host hands the picked
 tokens back and gathers the next batch.
 
+A "sample" request (a refresh's candidates, HFSession.sample_forks) is stepped by the thread itself:
+its forks are copied when it arrives, and from then on every batch carries its live candidates'
+rows in the decode forward and their picks in the one device call, until each candidate stops
+(candidates.Sampling); the session hears back once, with the texts.
+
 So a task waiting for a long prefill, or for its traces in the sandbox, never holds up the others'
 decoding steps. ``profile()`` says what the thread did: forwards by kind with their shapes, and
 seconds per phase (waiting for requests, running steps, picking, prefilling).
