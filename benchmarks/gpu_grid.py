@@ -274,11 +274,12 @@ def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
     # Like with like: a setting of the agent that differs between the runs (e.g. accept_candidates,
     # on by default since 2026-12-02; older exports ran without it) is named, not hidden.
     cpu_agent = next((a for a in data["summary"].get("agent_configs") or [] if a.get("name") == first["name"]), None)
-    from egcfg.config import LEGACY, Config
+    from egcfg.config import as_recorded
 
-    legacy = {**Config().to_dict(), **LEGACY}  # (a setting an export predates: what it ran with)
-    differ = sorted(k for k in set(first) | set(cpu_agent or {}) if k != "name" and cpu_agent is not None
-                    and first.get(k, legacy.get(k)) != cpu_agent.get(k, legacy.get(k)))
+    differ = []
+    if cpu_agent is not None:  # (a setting an export predates: what it ran with)
+        gpu_cfg, cpu_cfg = as_recorded(first), as_recorded(cpu_agent)
+        differ = sorted(k for k in gpu_cfg if k != "name" and gpu_cfg[k] != cpu_cfg.get(k))
     return {"cpu_run": export.name, "what": "EG-CFG, the first agent alone", "tasks": len(both),
             "settings_that_differ": differ if cpu_agent is not None else "the CPU export does not record its agent",
             "gpu_pass_at_1": round(100 * sum(gpu[t] for t in both) / max(1, len(both)), 1),

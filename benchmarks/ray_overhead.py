@@ -25,6 +25,7 @@ import argparse
 import json
 import sqlite3
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_grid import now, write_speed_md  # noqa: E402
 from speed import RESULTS  # noqa: E402
+from weak_spots import attempt_tokens  # noqa: E402
 
 TARGET = 5.0  # percent of the wall time (issue 15)
 
@@ -42,10 +44,7 @@ def measure(folder: Path) -> dict:
         sys.exit(f"ray_overhead.py: {folder} is not one finished call ({len(calls)} calls)")
     db = sqlite3.connect(f"file:{folder / 'results.sqlite'}?mode=ro", uri=True)
     try:
-        generated = 0
-        for (stats,) in db.execute("SELECT stats FROM attempts"):
-            s = json.loads(stats)
-            generated += s.get("tokens_decoded", 0) + s.get("candidate_tokens", 0)
+        generated, _ = attempt_tokens([{"stats": stats} for (stats,) in db.execute("SELECT stats FROM attempts")])
         tasks, = db.execute("SELECT count(*) FROM tasks").fetchone()
         passed, = db.execute("SELECT coalesce(sum(passed_hidden), 0) FROM tasks").fetchone()
         attempts, = db.execute("SELECT count(*) FROM attempts").fetchone()
@@ -54,6 +53,7 @@ def measure(folder: Path) -> dict:
         db.close()
     wall = calls[0]["end"] - calls[0]["start"]
     return {"run": folder.name, "command": calls[0]["command"], "machine": calls[0]["machine"],
+            "started": datetime.fromtimestamp(calls[0]["start"], timezone.utc).isoformat(timespec="seconds"),
             "planned": len(meta.get("tasks") or []) or None, "tasks": tasks, "attempts": attempts,
             "pass_at_1": round(100 * passed / max(1, tasks), 1), "wall_seconds": round(wall, 1),
             "generated_tokens": generated, "generated_tokens_per_second": round(generated / wall),
@@ -83,7 +83,7 @@ def main() -> int:
         "shared_gpu_note": "two Ray actors with 0.5 GPU each on the one H200 (the multi-actor path of the multi-GPU "
                            "issue); wall against the local runner's mean: "
                            f"{round(100 * (shared['wall_seconds'] / wall - 1), 1)}%" if shared else None,
-        "date": now(), "machine": ray["machine"],
+        "date": ray["started"], "summarized": now(), "machine": ray["machine"],
         "summarized_by": "python benchmarks/ray_overhead.py " + " ".join(sys.argv[1:]),
     }
     path = RESULTS / "speed.json"

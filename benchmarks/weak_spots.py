@@ -88,7 +88,8 @@ def _load(folder: Path) -> dict:
     return {"tasks": tasks, "attempts": attempts, "meta": meta, "calls": calls}
 
 
-def _tokens(attempts: list[dict]) -> tuple[int, int]:
+def attempt_tokens(attempts: list[dict]) -> tuple[int, int]:
+    """Generated (guided steps and candidates) and prefilled tokens of attempt rows (their stats)."""
     generated = prefilled = 0
     for a in attempts:
         s = json.loads(a["stats"])
@@ -136,7 +137,7 @@ def compare(folders: list[Path]) -> dict:
         solved[name] = passed
         greedy = {t for t in common if any(a["gamma"] == 0 and a["passed_hidden"] for a in r["attempts"].get(t, []))}
         atts = [a for t in common for a in r["attempts"].get(t, [])]
-        generated, prefilled = _tokens(atts)
+        generated, prefilled = attempt_tokens(atts)
         stops = {}
         for a in atts:
             stops[a["stop_reason"]] = stops.get(a["stop_reason"], 0) + 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .agents import GRID_FIELDS
 from .bench.protocol import PROTOCOLS
-from .config import FLAGS, HELP, LEGACY, NOT_FLAGS, SHORT, Config, check_timeout
+from .config import FLAGS, HELP, NOT_FLAGS, SHORT, Config, as_recorded, check_timeout
 from .errors import BackendFailure, EgcfgError
 from .prompts import FORMATS, STYLES
 from .stopping import stop_on_sigterm
@@ -367,8 +367,7 @@ def cmd_bench(args) -> int:
         if args.resume:
             old = store.meta()
             if isinstance(old.get("agents"), list):  # settings added since the run began: what it ran with
-                defaults = {**Config().to_dict(), **LEGACY}
-                old["agents"] = [{**defaults, **a} if isinstance(a, dict) else a for a in old["agents"]]
+                old["agents"] = [as_recorded(a) if isinstance(a, dict) else a for a in old["agents"]]
             # model_spec (with its ?options) is compared only for runs that recorded it
             # (and the model's label only for runs that recorded its sha256: older ones named it by path)
             changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)

@@ -41,10 +41,10 @@ HELP = {
     "sampling_control": "the equal-compute control (bench --method sampling): each gamma > 0 attempt is a "
                         "program sampled at the agent's temperature and top-p instead, with no guidance",
 }
-NOT_FLAGS = ("sampling_control",)
+NOT_FLAGS = ("sampling_control",)  # set by bench --method sampling, not a flag of its own
 # Settings whose default changed, with the value that runs which did not record them ran with
 # (a resumed run is compared against these, not against today's defaults).
-LEGACY = {"accept_candidates": False, "resample_duplicates": 0}  # set by bench --method sampling, not a flag of its own
+LEGACY = {"accept_candidates": False, "resample_duplicates": 0}
 MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
 
 
@@ -142,6 +142,12 @@ class Config:
         d = asdict(self)
         d["gammas"] = list(self.gammas)
         return d
+
+
+def as_recorded(agent: dict) -> dict:
+    """An agent's settings as a run recorded them, with the settings added since filled in with
+    what the run ran with: today's defaults, or LEGACY's value for a default that changed."""
+    return {**Config().to_dict(), **LEGACY, **agent}
 
 
 def check_timeout(seconds: float) -> None:

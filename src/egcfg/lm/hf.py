@@ -447,13 +447,13 @@ class HFSession(TrackedSession):
         if base_seq not in self._logits:
             raise ValueError(f"sequence {base_seq} has no next-token logits (sync it first)")
         n = len(self._tokens[base_seq])
-        texts, total, steps, fed, state = self.model.batcher.call(Request(
+        texts, total, steps, state = self.model.batcher.call(Request(
             "sample", rows=[(self._slot(base_seq), n)],
             sample=([self._slot(s) for s in seqs], temperature, top_p, horizon, max_tokens, rng, self.n_ctx)))
         rng.bit_generator.state = state  # (a server sampled with a copy of the generator)
         for seq in seqs:
             self._dropped(seq)
-        self.stats.decoded += fed
+        self.stats.decoded += total - len(seqs)  # (every sampled token but each candidate's last was fed)
         self.stats.batches += steps
         return Sampled(texts=texts, tokens=total)
 

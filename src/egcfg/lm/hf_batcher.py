@@ -58,7 +58,7 @@ class Request:
     "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host;
     "sample": one row (base slot, its length) forked into ``sample``'s slots and stepped by the
     thread until every candidate stops (candidates.Sampling); its result is (texts, tokens sampled,
-    steps, tokens fed, the generator's state).
+    steps, the generator's state).
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
@@ -244,8 +244,7 @@ class Batcher:
             req.error = as_error(exc)
             req.finish()
             return None
-        job = _Candidates(self, req, Sampling(self.model, slots, temperature, top_p, horizon, max_tokens, rng),
-                          {slot: n for slot in slots}, n_ctx)
+        job = _Candidates(self, req, Sampling(self.model, slots, temperature, top_p, horizon, max_tokens, rng), n, n_ctx)
         self._sampling.append(job)
         return job.first_picks()
 
@@ -370,12 +369,12 @@ class Batcher:
 class _Candidates:
     """One "sample" request under way: its Sampling state machine (candidates.py) driven by the
     batcher thread, one step per batch, alongside every other session's work. The steps and picks
-    it makes are internal requests, whose ``on_done`` takes their tokens."""
+    it makes are internal requests, whose ``on_done`` takes their tokens. Every live candidate is
+    fed at every step, so each one's next position is the base's length plus the steps so far."""
 
-    def __init__(self, batcher: Batcher, request: Request, job, pos: dict[int, int], n_ctx: int):
-        self.batcher, self.request, self.job, self.pos, self.n_ctx = batcher, request, job, pos, n_ctx
+    def __init__(self, batcher: Batcher, request: Request, job, base_len: int, n_ctx: int):
+        self.batcher, self.request, self.job, self.base_len, self.n_ctx = batcher, request, job, base_len, n_ctx
         self.feeds: dict[int, int] | None = None  # the next step's {slot: token}; None while in flight
-        self.fed = 0
 
     def first_picks(self) -> Request:
         slots = self.job.seqs
@@ -387,29 +386,24 @@ class _Candidates:
             return None
         order, feeds = list(self.feeds), self.feeds
         self.feeds = None
-        too_long = [s for s in order if self.pos[s] + 1 > self.n_ctx]
-        if too_long:  # (what the session-driven loop's step would refuse)
+        pos = self.base_len + self.job.steps
+        if pos + 1 > self.n_ctx:  # (what the session-driven loop's step would refuse)
             self._end(error=EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens "
-                                       f"({self.pos[too_long[0]] + 1} tokens)"))
+                                       f"({pos + 1} tokens)"))
             return None
-        rows = [(slot, self.pos[slot], [feeds[slot]]) for slot in order]
-        self.fed += len(order)
-        return Request("step", rows=rows, picks=torch_picks.rows_of(self.job.picks(order), int),
+        return Request("step", rows=[(slot, pos, [feeds[slot]]) for slot in order],
+                       picks=torch_picks.rows_of(self.job.picks(order), int),
                        on_done=lambda r: self._took(order, r, stepped=True))
 
     def _took(self, order: list[int], r: Request, stepped: bool) -> None:
         if r.error is not None:
             self._end(error=r.error)
             return
-        if stepped:
-            for slot in order:
-                self.pos[slot] += 1
         tokens = r.result[1] if stepped else r.result
         self.feeds = self.job.took(order, tokens, stepped)
         if not self.feeds:
             sampled = self.job.result()
-            self.request.result = (sampled.texts, sampled.tokens, self.job.steps, self.fed,
-                                   self.job.rng.bit_generator.state)
+            self.request.result = (sampled.texts, sampled.tokens, self.job.steps, self.job.rng.bit_generator.state)
             self._end()
 
     def _end(self, error: Exception | None = None) -> None:
