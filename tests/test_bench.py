@@ -246,15 +246,15 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
 
 
 @pytest.mark.model
-def test_candidates_sampled_in_the_model_server_equal_the_session_driven_loop(tmp_path, model_path):
+def test_candidates_and_lines_stepped_in_the_model_server_equal_the_session_driven_loop(tmp_path, model_path):
     """EG-CFG through the model server (--workers 2): the server's batcher steps each refresh's
-    candidates itself, with the attempt's generator pickled there and its state handed back. The
-    attempts equal those of one process whose sessions drive the candidates token by token
-    (candidates=session)."""
+    candidates and each decoded line itself, with the attempt's generator pickled there and its
+    state handed back. The attempts equal those of one process whose sessions drive candidates and
+    lines token by token (candidates=session, lines=session)."""
     pytest.importorskip("transformers", reason="the hf extra is not installed")
     found = {}
     for name, spec, extra in (("server", "hf:embedded?n_ctx=2048", ["--workers", "2"]),
-                              ("session", "hf:embedded?n_ctx=2048&candidates=session", [])):
+                              ("session", "hf:embedded?n_ctx=2048&candidates=session&lines=session", [])):
         out = tmp_path / name
         proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/12,Mbpp/14", "--gamma", "1", "--max-tokens", "40",
                        "--no-accept-candidates",

@@ -355,3 +355,84 @@ def test_candidates_sampled_in_a_model_server_hand_the_generator_back(hf_model):
         remote.close()
     finally:
         hf_server.stop(proc)
+
+
+def _decode_lines(m, name, rule_args, decode, lines=3):
+    """A few lines of one attempt, as the engine decodes them (SOL caught up where it lags; each
+    line guided again as if refreshed), through ``decode``; what came out and the state after."""
+    from egcfg.decoding import DYN, SOL, Line, Rule
+
+    sol = prompt_ids(m, f"Write a python function {name}.") + m.tokenize("```python\ndef ")
+    dyn = prompt_ids(m, f"Write a python function {name}. It returns None.") + m.tokenize("```python\ndef ")
+    guided = rule_args.get("guided", False)
+    rule = Rule(**rule_args, rng=np.random.default_rng(3) if rule_args.get("temperature") else None)
+    out, generated, first = [], [], None
+    with m.session(2) as s:
+        s.sync(SOL, sol, fetch=False)
+        if guided:
+            s.sync(DYN, dyn, fetch=False)
+        for _ in range(lines):
+            if first is None and rule.needs_sol():
+                s.sync(SOL, sol + generated, fetch=False)
+                rule.stale = False
+            rule.guided = guided
+            line = Line(m, rule, first, limit=24)
+            decode(s, line)
+            out.append((line.tokens, line.next, dict(line.fed), line.steps))
+            generated += [t for t in line.tokens if not m.is_eog(t)]
+            first = line.next
+        out.append((s.tokens(SOL), s.tokens(DYN), rule.guided, rule.stale, rule.rng.random() if rule.rng else None))
+    return out
+
+
+LINE_RULES = [("square(x)", {"gamma": 0.5, "guided": True}), ("is_even(n)", {"gamma": 1.0, "guided": True}),
+              ("greet(name)", {"gamma": 0.0, "temperature": 1.2, "top_p": 0.95}), ("cube(x)", {"gamma": 0.0})]
+
+
+def test_lines_stepped_by_the_batcher_equal_the_session_driven_loop(hf_model):
+    """decode_line: the batcher steps a whole line itself (one round trip per line). Same tokens,
+    next token, branches fed, session state and generator state as the loop driven from the
+    session one token at a time (decoding.decode_on_host), for four sessions at once (guided at
+    gamma 0.5 and 1, the sampling control, greedy); and a line that would pass the context is the
+    same clear error."""
+    from egcfg.decoding import SOL, Line, Rule, decode_on_host
+
+    m = hf_model
+    on_host = [_decode_lines(m, name, args, decode_on_host) for name, args in LINE_RULES]
+    assert all(any(fed[1] for _, _, fed, _ in r[:-1]) for r in on_host[:2])  # (DYN was fed where guided)
+    served = m.batcher.requests["line"]
+    results = [None] * len(LINE_RULES)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, _decode_lines(m, *LINE_RULES[i], lambda s, line: s.decode_line(line)))) for i in range(len(LINE_RULES))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == on_host
+    assert m.batcher.requests["line"] - served == 3 * len(LINE_RULES)  # one request per line
+    with m.session(2) as s:
+        s.sync(SOL, list(range(100, 100 + m.n_ctx - 2)), fetch=False)
+        with pytest.raises(EgcfgError, match="exceed the model context"):
+            s.decode_line(Line(m, Rule(0.0), None, limit=8))
+
+
+def test_lines_decoded_in_a_model_server_hand_the_rule_back(hf_model):
+    """Through the model server the line's rule travels pickled, generator included, and comes
+    back with its state: the sampling control and a gamma 1 line (SOL left behind) decode what
+    they decode in this process, and end in the same state."""
+    import multiprocessing
+
+    from egcfg.decoding import decode_on_host
+    from egcfg.lm import hf_server
+
+    m = hf_model
+    rules = [LINE_RULES[1], LINE_RULES[2]]
+    expected = [_decode_lines(m, name, args, decode_on_host) for name, args in rules]
+    proc, conns = hf_server.start(multiprocessing.get_context("spawn"), "hf:embedded?slots=8", {"n_ctx": 2048}, 1, None)
+    try:
+        remote = hf_server.RemoteModel(conns[0])
+        assert remote.batcher_lines
+        assert [_decode_lines(remote, name, args, lambda s, line: s.decode_line(line)) for name, args in rules] == expected
+        remote.close()
+    finally:
+        hf_server.stop(proc)

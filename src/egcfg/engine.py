@@ -10,7 +10,7 @@ Per line (once guidance is active, i.e. from the ``def <entry_point>(`` line on)
   2. make them executable, run them on the visible tests traced (execution/)
   3. build the signal text                                       (signal.py)
   4. re-sync DYN: the backend keeps the prompt prefix and rewrites only from the signal on
-  5. decode the line token by token with the guidance rule       (guidance.py)
+  5. decode the line with the guidance rule                       (decoding.py, guidance.py)
 The signal is fixed within a line. A line without any trace is decoded unguided.
 
 A line boundary is the end of a decoded token whose text holds a newline. Most vocabularies end such
@@ -31,7 +31,7 @@ import numpy as np
 
 from . import prompts
 from .candidates import sample_continuations
-from .choice import Pick
+from .decoding import DYN, SOL, Line, Rule, decode_on_host
 from .config import Config
 from .execution import program as prog
 from .execution.checks import TracedRuns, check_visible, io_finished
@@ -44,19 +44,17 @@ from .task import Task
 
 log = logging.getLogger(__name__)
 
-SOL, DYN, FIRST_CANDIDATE = 0, 1, 2
+FIRST_CANDIDATE = 2  # (SOL 0 and DYN 1: decoding.py)
 
 
 @dataclass
 class _Branches:
-    """The state of the two branches during one attempt. ``guided``: DYN holds the current line's
-    signal. ``sol_stale``: SOL lags behind the decoded tokens (left behind at γ 1, where it does not
-    influence the choice, and caught up in one prefill when it is needed). ``next``: the token the
-    last step already picked for the state after it (None: pick again), so that a decoding step is
-    one round trip to the backend."""
+    """The state of one attempt between lines. ``rule`` (decoding.Rule): whether DYN holds the
+    current line's signal, whether SOL lags behind (gamma 1), how tokens are picked. ``next``: the
+    token the last step already picked for the state after it (None: pick again), so that a
+    decoding step is one round trip to the backend."""
 
-    guided: bool = False
-    sol_stale: bool = False
+    rule: Rule
     next: int | None = None
     record: LineRecord | None = None
     lines: list[LineRecord] = field(default_factory=list)
@@ -77,7 +75,6 @@ class Generator:
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
-        self._sampler = None
         # --accept-candidates: visible-test verdicts of candidate programs, kept across the lines
         # and attempts of a solve (a program is checked once); the one accepted in this attempt
         self._checked: dict[str, list[dict]] = {}
@@ -111,7 +108,6 @@ class Generator:
         self._traces = traces
         has_tests = bool(self.task.tests or self.task.io_tests)
         self._accepted = None
-        self._sampler = None if sample_seed is None else np.random.default_rng([cfg.seed, *sample_seed])
         guide = has_tests and sample_seed is None and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
         # Seeded per attempt, not per gamma: every attempt reaches its first guided line in the same
         # state (the lines before are greedy), so it samples the same candidates, whose traces are
@@ -127,38 +123,50 @@ class Generator:
             session.set_full_logits(not 0.0 <= gamma <= 1.0)
         prefilled_before = session.stats.prefilled
         lines = LineTracker(self.task.entry_point, self.task.is_io, self.start, cfg.max_line_tokens)
+        b = _Branches(Rule(gamma))
+        if sample_seed is not None:
+            b.rule.temperature, b.rule.top_p = cfg.temperature, cfg.top_p
+            b.rule.rng = np.random.default_rng([cfg.seed, *sample_seed])
+        # the backend decodes a whole line in one round trip if it can (lm/hf.py: in its batcher)
+        decode_line = getattr(session, "decode_line", None) or (lambda line: decode_on_host(session, line))
         generated: list[int] = []
         stop_reason, cut = "max_tokens", None
         try:
             t0 = time.perf_counter()
             session.sync(SOL, self.prefix + self.suffix, fetch=False)  # reuses an earlier attempt's prompt
-            b = _Branches()
             stats.seconds_prefill += time.perf_counter() - t0
-            while len(generated) < cfg.max_tokens:
+            while len(generated) < cfg.max_tokens and stop_reason == "max_tokens":
                 if lines.at_boundary and cancelled is not None and cancelled():
                     stop_reason = "cancelled"
                     break
-                if lines.at_boundary and lines.active and guide and not b.guided:
+                if lines.at_boundary and lines.active and guide and not b.rule.guided:
                     self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
                     if self._accepted is not None:  # a candidate passed every visible test
                         stop_reason = "candidate"
                         break
                 t0 = time.perf_counter()
-                token = b.next if b.next is not None else self._choose(session, b, generated, gamma, stats)
-                b.next = None
-                if self.model.is_eog(token):
-                    stop_reason = "eos"
-                    break
-                generated.append(token)
-                newline, stop = lines.feed(self.model.piece(token))
-                if newline:
-                    self._line_done(b, lines, stats)
-                    if stop is None:
-                        b.guided = False  # the signal is refreshed at the next line boundary
-                if stop:
-                    stop_reason, cut = stop.reason, stop.cut
-                    break
-                self._advance(session, b, token, gamma, stats)
+                if b.next is None and b.rule.needs_sol():
+                    self._catch_up(session, b, generated, stats)
+                guided = b.rule.guided
+                # (at the limit the attempt ends: its token budget, or an over-long line)
+                line = Line(self.model, b.rule, b.next,
+                            limit=min(cfg.max_tokens - len(generated), cfg.max_line_tokens + 1 - lines.line_tokens),
+                            start=bytes(lines.text[lines.line_start:]))
+                decode_line(line)
+                b.next = line.next
+                stats.tokens_decoded += line.fed[SOL] + line.fed[DYN]
+                # the line's tokens, read as if chosen one by one: a stop inside the line drops the rest
+                for token in line.tokens:
+                    if self.model.is_eog(token):
+                        stop_reason = "eos"
+                        break
+                    generated.append(token)
+                    newline, stop = lines.feed(self.model.piece(token))
+                    if newline:
+                        self._line_done(b, guided, lines, stats)
+                    if stop:
+                        stop_reason, cut = stop.reason, stop.cut
+                        break
                 stats.seconds_guided += time.perf_counter() - t0
         finally:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
@@ -171,61 +179,26 @@ class Generator:
         attempt.tokens = generated
         return attempt
 
-    # -- the parts of one decoding step --------------------------------------------------------------
+    # -- the parts of one attempt ------------------------------------------------------------------
     def _refresh_line(self, session, b: _Branches, generated: list[int], text: bytes, rng, stats: Stats) -> None:
         """At a line boundary with guidance on: new candidates, traces and signal; DYN re-synced."""
-        if b.sol_stale:  # candidates fork from SOL: bring it up to date in one prefill
-            self._catch_up(session, generated, stats)
-            b.sol_stale = False
-        b.guided, b.record = self._refresh(session, generated, text, rng, stats, len(b.lines) + 1)
+        if b.rule.stale:  # candidates fork from SOL: bring it up to date in one prefill
+            self._catch_up(session, b, generated, stats)
+        b.rule.guided, b.record = self._refresh(session, generated, text, rng, stats, len(b.lines) + 1)
         b.next = None  # picked before the signal existed
         if b.record is not None:
             b.lines.append(b.record)
 
-    def _rule(self, b: _Branches, gamma: float) -> Pick | None:
-        """How the next token is picked in the current state (None: SOL must catch up first)."""
-        if self._sampler is not None:  # the sampling control: SOL alone, a fresh draw per token
-            return Pick(SOL, temperature=self.config.temperature, top_p=self.config.top_p,
-                        u=float(self._sampler.random()))
-        if b.guided and gamma == 1.0:
-            return Pick(DYN)  # gamma 1: the rule reduces to p_dyn alone
-        if b.sol_stale:
-            return None
-        return Pick(SOL, dyn=DYN, gamma=gamma) if b.guided else Pick(SOL)
-
-    def _choose(self, session, b: _Branches, generated: list[int], gamma: float, stats: Stats) -> int:
-        """The next token: greedy on SOL without a signal, the guidance rule with one (γ 1: DYN alone)."""
-        rule = self._rule(b, gamma)
-        if rule is None:
-            self._catch_up(session, generated, stats)
-            b.sol_stale = False
-            rule = self._rule(b, gamma)
-        return session.pick([rule])[0]
-
     @staticmethod
-    def _line_done(b: _Branches, lines: LineTracker, stats: Stats) -> None:
-        """A token completed a line: its record (for --explain) gets the line as decoded."""
+    def _line_done(b: _Branches, guided: bool, lines: LineTracker, stats: Stats) -> None:
+        """A token completed a line (decoded with the signal or not): its record (for --explain)
+        gets the line as decoded."""
         if b.record is not None:
             b.record.chosen = lines.last_completed_line()
-            b.record.guided = b.guided
-            if b.record.guided:
+            b.record.guided = guided
+            if guided:
                 stats.guided_lines += 1
             b.record = None
-
-    def _advance(self, session, b: _Branches, token: int, gamma: float, stats: Stats) -> None:
-        """Feed the chosen token to the branches that need it and pick the next token, in one
-        batched step (the pick is dropped if a line boundary brings a new signal)."""
-        # At gamma 1 the unconditional branch does not influence the choice: leave SOL behind
-        # and catch it up with one batched prefill at the line boundary (cheaper per token).
-        if b.guided and gamma == 1.0:
-            b.sol_stale = True
-        feeds = {} if b.sol_stale else {SOL: token}  # a stale SOL catches up later, all at once
-        if b.guided:
-            feeds[DYN] = token
-        rule = self._rule(b, gamma)
-        picked = session.step_pick(feeds, [rule] if rule is not None else [])
-        b.next = picked[0] if picked else None
-        stats.tokens_decoded += len(feeds)
 
     def _finish(self, gamma: float, code: str, stop_reason: str, has_tests: bool, stats: Stats) -> Attempt:
         """Check the final program on the visible tests (not a cancelled one) and make the Attempt."""
@@ -241,9 +214,11 @@ class Generator:
                        tests_total=len(tests) or len(self.task.tests) or len(self.task.io_tests),
                        stop_reason=stop_reason, stats=stats, test_results=tests)
 
-    def _catch_up(self, session, generated: list[int], stats: Stats) -> None:
+    def _catch_up(self, session, b: _Branches, generated: list[int], stats: Stats) -> None:
+        """SOL, left behind at gamma 1, brought up to date in one prefill."""
         t0 = time.perf_counter()
         session.sync(SOL, self.prefix + self.suffix + generated, fetch=False)
+        b.rule.stale = False
         stats.seconds_guided += time.perf_counter() - t0
 
     def _final_code(self, body: str) -> str:

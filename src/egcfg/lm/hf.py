@@ -119,7 +119,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def __init__(self, source: str | Path, device: str | None = None, dtype: str | None = None,
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
                  prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None,
-                 graphs: str | None = None, server: str | None = None, candidates: str | None = None):
+                 graphs: str | None = None, server: str | None = None, candidates: str | None = None,
+                 lines: str | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -151,6 +152,11 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # Candidates stepped by the batcher (one round trip per refresh, not per token); "session"
         # drives them token by token from the session's thread, as before 2026-12-02.
         self.batcher_candidates = candidates != "session"
+        if lines not in (None, "batcher", "session"):
+            raise EgcfgError(f"model option lines={lines!r} must be batcher or session")
+        # Each decoded line stepped by the batcher (one round trip per line, not per token);
+        # "session" picks token by token from the session's thread, as before 2026-12-03.
+        self.batcher_lines = lines != "session"
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
@@ -240,7 +246,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 "torch": torch.__version__, "model": self.source, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
                 "slots": self.scratch, "graphs": self.graphs is not None,
-                "candidates": "batcher" if self.batcher_candidates else "session", "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
+                "candidates": "batcher" if self.batcher_candidates else "session",
+                "lines": "batcher" if self.batcher_lines else "session", "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
 
     def profile(self) -> dict:
         """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py;
@@ -449,13 +456,37 @@ class HFSession(TrackedSession):
         n = len(self._tokens[base_seq])
         texts, total, steps, state = self.model.batcher.call(Request(
             "sample", rows=[(self._slot(base_seq), n)],
-            sample=([self._slot(s) for s in seqs], temperature, top_p, horizon, max_tokens, rng, self.n_ctx)))
+            job=([self._slot(s) for s in seqs], temperature, top_p, horizon, max_tokens, rng, self.n_ctx)))
         rng.bit_generator.state = state  # (a server sampled with a copy of the generator)
         for seq in seqs:
             self._dropped(seq)
         self.stats.decoded += total - len(seqs)  # (every sampled token but each candidate's last was fed)
         self.stats.batches += steps
         return Sampled(texts=texts, tokens=total)
+
+    def decode_line(self, line) -> None:
+        """One line (decoding.Line) in one round trip: the batcher steps it with every other
+        session's work until the line ends, and hands back its tokens, the next line's first token
+        and the rule's state (``lines=session`` in the model spec: token by token from here)."""
+        from ..decoding import DYN, SOL, decode_on_host
+
+        if not self.model.batcher_lines:
+            return decode_on_host(self, line)
+        for seq in (SOL, DYN) if line.rule.guided else (SOL,):
+            if seq not in self._logits:
+                raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
+        held = {seq: (self._slot(seq), len(self._tokens[seq])) for seq in (SOL, DYN) if seq in self._tokens}
+        tokens, nxt, fed, steps, rule = self.model.batcher.call(Request(
+            "line", job=(line.rule, line.first, line.limit, bytes(line.text), held, self.n_ctx)))
+        line.tokens, line.next, line.fed, line.steps, line.over = tokens, nxt, fed, steps, True
+        if rule is not line.rule:
+            line.rule.take_state(rule)  # (a server decoded with a copy of the rule and its generator)
+        for seq, n in fed.items():
+            if n:
+                self._tokens[seq].extend(tokens[:n])
+                self._logits[seq] = ON_DEVICE
+        self.stats.decoded += sum(fed.values())
+        self.stats.batches += steps
 
     def fork(self, src: int, dst: int) -> None:
         n = len(self._tokens[src])

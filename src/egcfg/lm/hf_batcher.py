@@ -24,7 +24,10 @@ tokens back and gathers the next batch.
 A "sample" request (a refresh's candidates, HFSession.sample_forks) is stepped by the thread itself:
 its forks are copied when it arrives, and from then on every batch carries its live candidates'
 rows in the decode forward and their picks in the one device call, until each candidate stops
-(candidates.Sampling); the session hears back once, with the texts.
+(candidates.Sampling); the session hears back once, with the texts. A "line" request (one decoded
+line, HFSession.decode_line) is stepped the same way: its branches' rows and its pick in every
+batch until the line ends (decoding.Line); the session hears back once per line, with its tokens.
+So per token the host does a few dictionary lookups per job here, and no session round trip.
 
 So a task waiting for a long prefill, or for its traces in the sandbox, never holds up the others'
 decoding steps. ``profile()`` says what the thread did: forwards by kind with their shapes, and
@@ -56,17 +59,20 @@ def as_error(exc: Exception) -> EgcfgError:
 class Request:
     """kind "step": rows (slot, position, [token]); "prefill": one row (slot, start, tokens);
     "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host;
-    "sample": one row (base slot, its length) forked into ``sample``'s slots and stepped by the
+    "sample": one row (base slot, its length) forked into ``job``'s slots and stepped by the
     thread until every candidate stops (candidates.Sampling); its result is (texts, tokens sampled,
-    steps, the generator's state).
+    steps, the generator's state); "line": ``job`` = (decoding.Rule, first token or None, limit,
+    the line's bytes so far, {seq: (slot, length)}, n_ctx), stepped until the line ends; its result is (tokens, next token,
+    tokens fed per seq, steps, the rule as it ended).
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
-    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset", "sample")
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset", "job")
 
-    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None, sample=None):
+    def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None, job=None):
         self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
-        self.sample = sample  # kind "sample": (slots, temperature, top_p, horizon, max_tokens, rng, n_ctx)
+        # kind "sample": (slots, temperature, top_p, horizon, max_tokens, rng, n_ctx); "line": see above
+        self.job = job
         self.done = threading.Event()
         self.result = None
         self.error = None
@@ -87,7 +93,7 @@ class Batcher:
         self._cv = threading.Condition()
         self._queue: list[Request] = []
         self._prefilling: list[Request] = []  # prefills begun, not finished (only the thread touches it)
-        self._sampling: list[_Candidates] = []  # "sample" requests under way (only the thread touches it)
+        self._jobs: list = []  # "sample" and "line" requests under way (_Candidates, _Line; only the thread touches it)
         self._sessions = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -97,6 +103,7 @@ class Batcher:
         self.shapes: Counter = Counter()
         self.seconds = Counter()
         self.tokens = Counter()
+        self.requests = Counter()  # requests served, by kind
 
     def opened(self) -> None:
         with self._cv:
@@ -118,7 +125,7 @@ class Batcher:
         self._fail(queued, BackendFailure("the model was closed"))
 
     def profile(self) -> dict:
-        return {"forwards": self.forwards, "step_rows": self.rows,
+        return {"forwards": self.forwards, "step_rows": self.rows, "requests": dict(self.requests),
                 "tokens": dict(self.tokens), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "shapes": [[kind, rows, length, attended, n] for (kind, rows, length, attended), n
                            in sorted(self.shapes.items())]}
@@ -152,13 +159,13 @@ class Batcher:
         not wait for more: it takes what is queued (maybe nothing) and goes on prefilling."""
         with self._cv:
             t0 = time.perf_counter()
-            while not self._queue and not self._stopped and not self._prefilling and not self._sampling:
+            while not self._queue and not self._stopped and not self._prefilling and not self._jobs:
                 self._cv.wait()
             if self._stopped:
                 return None
             deadline = time.monotonic() + 20 * self.wait
-            # (a session whose candidates the thread is stepping has its request in already)
-            while len(self._queue) + len(self._sampling) < self._sessions and not self._prefilling:
+            # (a session whose candidates or line the thread is stepping has its request in already)
+            while len(self._queue) + len(self._jobs) < self._sessions and not self._prefilling:
                 seen = len(self._queue)
                 now = time.monotonic()
                 if now >= deadline:
@@ -176,7 +183,7 @@ class Batcher:
             while True:
                 batch = self._gather()
                 if batch is None:
-                    self._fail(self._prefilling + [c.request for c in self._sampling],
+                    self._fail(self._prefilling + [c.request for c in self._jobs],
                                BackendFailure("the model was closed"))
                     return
                 self._serve(batch)
@@ -184,23 +191,24 @@ class Batcher:
             with self._cv:
                 self._stopped = True
                 queued, self._queue = self._queue, []
-            self._fail((batch or []) + queued + self._prefilling + [c.request for c in self._sampling],
+            self._fail((batch or []) + queued + self._prefilling + [c.request for c in self._jobs],
                        BackendFailure(f"hf backend: {exc}"))
             raise
 
     def _serve(self, batch: list[Request]) -> None:
+        self.requests.update(req.kind for req in batch)
         for req in batch:
             if req.kind == "copy":
                 self._run(req, lambda r: self.model.copy_slot(*r.copy))
             elif req.kind == "read":
                 self._run(req, lambda r: self.model.to_host(self.model.next_logits[list(r.rows)]))
-        # candidates being sampled: the next step of each job under way, and the first picks of
-        # each job that arrives (from its forks, copied here)
-        inner = [c.next_step() for c in list(self._sampling)]
+        # candidates being sampled and lines being decoded: the next step of each job under way,
+        # and the first request of each job that arrives (candidates: from forks copied here)
+        inner = [c.next_step() for c in list(self._jobs)]
         inner = [r for r in inner if r is not None]
         for req in batch:
-            if req.kind == "sample":
-                first = self._start_sampling(req)
+            if req.kind in ("sample", "line"):
+                first = self._start_sampling(req) if req.kind == "sample" else self._start_line(req)
                 if first is not None:
                     inner.append(first)
         steps = [r for r in batch if r.kind == "step"] + [r for r in inner if r.kind == "step"]
@@ -226,7 +234,7 @@ class Batcher:
         self._finish_picks(picking)
         self.seconds["picks"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        while self._prefilling and not self._queue and not self._sampling:  # (a racy peek is enough: a miss costs one forward)
+        while self._prefilling and not self._queue and not self._jobs:  # (a racy peek is enough: a miss costs one forward)
             self._prefill_forward()
         self.seconds["prefills"] += time.perf_counter() - t0
 
@@ -236,7 +244,7 @@ class Batcher:
         from ..candidates import Sampling
 
         base, n = req.rows[0]
-        slots, temperature, top_p, horizon, max_tokens, rng, n_ctx = req.sample
+        slots, temperature, top_p, horizon, max_tokens, rng, n_ctx = req.job
         try:
             for slot in slots:
                 self.model.copy_slot(base, slot, n)
@@ -245,8 +253,17 @@ class Batcher:
             req.finish()
             return None
         job = _Candidates(self, req, Sampling(self.model, slots, temperature, top_p, horizon, max_tokens, rng), n, n_ctx)
-        self._sampling.append(job)
+        self._jobs.append(job)
         return job.first_picks()
+
+    def _start_line(self, req: Request) -> Request | None:
+        """A "line" request: its first pick, or (its first token known) its first step."""
+        from ..decoding import Line
+
+        rule, first, limit, start, held, n_ctx = req.job
+        job = _Line(self, req, Line(self.model, rule, first, limit, start), held, n_ctx)
+        self._jobs.append(job)
+        return job.first_request()
 
     def _run(self, req: Request, fn) -> None:
         try:
@@ -407,10 +424,88 @@ class _Candidates:
             self._end()
 
     def _end(self, error: Exception | None = None) -> None:
-        if self in self.batcher._sampling:
-            self.batcher._sampling.remove(self)
+        if self in self.batcher._jobs:
+            self.batcher._jobs.remove(self)
         if error is not None:
             self.request.error = error
+        self.request.finish()
+
+
+class _Line:
+    """One "line" request under way: its decoding.Line driven by the batcher thread, one step per
+    batch. ``held``: {seq: (slot, length)} of the session's branches when the line began; the
+    lengths advance with every token fed."""
+
+    def __init__(self, batcher: Batcher, request: Request, line, held: dict, n_ctx: int):
+        self.batcher, self.request, self.line, self.n_ctx = batcher, request, line, n_ctx
+        self.slots = {seq: slot for seq, (slot, _) in held.items()}
+        self.lengths = {seq: n for seq, (_, n) in held.items()}
+        self.move = None  # the next step: (token, seqs to feed, pick); None while in flight
+
+    def first_request(self) -> Request | None:
+        try:
+            pick = self.line.first_pick()
+            if pick is None:  # the previous line's last step picked it
+                self._take(self.line.first)
+                return self.next_step()
+            return Request("pick", picks=torch_picks.rows_of([pick], self.slots.__getitem__),
+                           on_done=lambda r: self._picked(r, stepped=False))
+        except Exception as exc:
+            self._end(error=as_error(exc))
+            return None
+
+    def next_step(self) -> Request | None:
+        if self.move is None:
+            return None
+        (token, feeds, pick), self.move = self.move, None
+        rows = []
+        for seq in feeds:
+            pos = self.lengths[seq]
+            if pos + 1 > self.n_ctx:  # (what the session's own step would refuse)
+                self._end(error=EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens "
+                                           f"({pos + 1} tokens)"))
+                return None
+            rows.append((self.slots[seq], pos, [token]))
+            self.lengths[seq] = pos + 1
+        picks = torch_picks.rows_of([pick], self.slots.__getitem__) if pick is not None else None
+        return Request("step", rows=rows, picks=picks, on_done=lambda r: self._picked(r, stepped=True))
+
+    def _take(self, token: int) -> None:
+        try:
+            move = self.line.take(token)
+        except Exception as exc:  # (never raised into the batcher thread: the session gets it)
+            self._end(error=as_error(exc))
+            return
+        if move is not None and not move[0]:  # (a line's last step with nothing to feed: SOL lags)
+            self.line.stepped(None)
+            move = None
+        if move is None:
+            self._end()
+        else:
+            self.move = (token, *move)
+
+    def _picked(self, r: Request, stepped: bool) -> None:
+        if r.error is not None:
+            self._end(error=r.error)
+            return
+        if not stepped:
+            self._take(r.result[0])
+            return
+        picked = r.result[1]
+        token = self.line.stepped(picked[0] if picked else None)
+        if token is None:
+            self._end()
+        else:
+            self._take(token)
+
+    def _end(self, error: Exception | None = None) -> None:
+        if self in self.batcher._jobs:
+            self.batcher._jobs.remove(self)
+        if error is not None:
+            self.request.error = error
+        else:
+            line = self.line
+            self.request.result = (line.tokens, line.next, dict(line.fed), line.steps, line.rule)
         self.request.finish()
 
 

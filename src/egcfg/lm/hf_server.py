@@ -126,8 +126,8 @@ def _serve_worker(model, conn, info: dict) -> None:
             except (EOFError, OSError):
                 return
             if op == "call":
-                kind, rows, copy, picks, fetch, sample = args
-                req = Request(kind, rows=rows, copy=copy, picks=picks, fetch=fetch, sample=sample,
+                kind, rows, copy, picks, fetch, job = args
+                req = Request(kind, rows=rows, copy=copy, picks=picks, fetch=fetch, job=job,
                               on_done=lambda r, rid=rid: out.put((rid, (r.result, r.error))))
                 try:
                     model.batcher.submit(req)
@@ -262,9 +262,9 @@ class _RemoteBatcher:
             self._send((next(self._ids), op, args))
 
     def call(self, request):
-        # (a "sample" request carries the candidates' numpy generator: pickled, it samples in the
+        # (a "sample" or "line" request carries a numpy generator: pickled, it draws in the
         # server, whose reply hands its state back)
-        return self.ask("call", (request.kind, request.rows, request.copy, request.picks, request.fetch, request.sample))
+        return self.ask("call", (request.kind, request.rows, request.copy, request.picks, request.fetch, request.job))
 
     def opened(self) -> None:
         self.tell("opened")
@@ -297,6 +297,7 @@ class RemoteModel(UsesTokenizer, ModelLifetime):
         self.name, self.source = info["name"], info["source"]
         self._describe = info["describe"]
         self.batcher_candidates = self._describe.get("candidates", "batcher") == "batcher"
+        self.batcher_lines = self._describe.get("lines", "batcher") == "batcher"
         self.tok = HFTokenizer(*info["tokenizer"])
         self.tokenizer = self.tok.tokenizer
 

@@ -40,10 +40,12 @@ def rows_of(picks, slot_of) -> list[Row]:
 
 class Pending:
     """Picked tokens on their way to the host: the copy is queued on the device, so the caller can
-    queue more work (a prefill forward) before it waits for them with ``tokens()``."""
+    queue more work (a prefill forward) before it waits for them with ``tokens()``. ``fix``: rows
+    whose sampled nucleus did not fit in the top TOP tokens (flagged on the device, copied beside
+    the tokens) are sampled again over every token, after that wait: no sync at launch."""
 
-    def __init__(self, picked: torch.Tensor | None, where: list[int], n: int):
-        self.where, self.n = where, n
+    def __init__(self, picked: torch.Tensor | None, where: list[int], n: int, fix=None):
+        self.where, self.n, self.fix = where, n, fix
         self.event = None
         if picked is None:
             self.host = None
@@ -61,8 +63,11 @@ class Pending:
             return []
         if self.event is not None:
             self.event.synchronize()
+        picked = self.host.tolist()
+        if self.fix is not None:
+            picked = self.fix(picked)
         out = [0] * self.n
-        for i, tok in zip(self.where, self.host.tolist()):
+        for i, tok in zip(self.where, picked):
             out[i] = tok
         return out
 
@@ -102,13 +107,33 @@ def launch(table: torch.Tensor, rows: list[Row]) -> Pending:
         scores = dyn * g
         scores += sol * rest
         parts.append(scores.argmax(-1))
+    fix = None
     if sampled:
         params = floats[2 * b:].view(c, 3)
-        parts.append(_sample(table[ints[a + 2 * b:]], params[:, 0], params[:, 1], params[:, 2]))
-    return Pending(torch.cat(parts), where, len(rows))
+        whole = [j for j, i in enumerate(sampled) if rows[i][5] >= 1.0]  # (known here: no sync)
+        tokens, wide, redo = _sample(table[ints[a + 2 * b:]], params[:, 0], params[:, 1], params[:, 2], whole)
+        parts += [tokens, wide.long()]  # the flags travel with the tokens, in the same copy
+        fix = _fixer(a + b, c, redo)
+    picked = torch.cat(parts)
+    return Pending(picked, where, len(rows), fix)
 
 
-def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _fixer(offset: int, c: int, redo):
+    """Undo the flags' tail of a picked list, and re-sample the flagged rows over every token."""
+    def fix(picked: list[int]) -> list[int]:
+        flags, picked = picked[-c:], picked[:-c]
+        rows = [j for j, f in enumerate(flags) if f]
+        if rows:  # rare: a second sync, for these rows only
+            for j, tok in zip(rows, redo(rows).tolist()):
+                picked[offset + j] = tok
+        return picked
+    return fix
+
+
+def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor, whole: list[int]):
+    """Sampled rows' tokens, with no host sync: (tokens, the rows whose nucleus is wider than the
+    top TOP tokens, a function that samples given rows over every token, sorted). ``whole``: rows
+    with top_p 1 (no nucleus: the whole distribution in token order, as choice.sample_token)."""
     z = logits / temperature.float()[:, None]
     best = z.max(-1, keepdim=True).values
     finite = torch.isfinite(best[:, 0])
@@ -118,22 +143,22 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
     pv, pi = torch.topk(p, k, dim=-1)
     tokens = _nucleus(pv, pi, total, top_p, u)
     cum = pv.sum(-1, dtype=torch.float64) / total
-    whole = top_p >= 1.0
-    wide = (cum < top_p) & ~whole
-    if bool((whole | wide).any()):  # rare: a host sync to find the rows that need every token
-        for rows, sort in ((whole, False), (wide, True)):
-            idx = rows.nonzero()[:, 0]
-            if idx.numel():
-                if sort:
-                    sv, si = torch.sort(p[idx], dim=-1, descending=True, stable=True)
-                    tokens[idx] = _nucleus(sv, si, total[idx], top_p[idx], u[idx])
-                else:  # no nucleus: the whole distribution in token order (choice.sample_token)
-                    q = p[idx].double() / total[idx][:, None]
-                    tokens[idx] = _inverse_cdf(q, u[idx], torch.full_like(idx, q.shape[-1]))
-    bad = ~finite
-    if bool(bad.any()):
-        tokens[bad] = torch.nan_to_num(z[bad], nan=float("-inf")).argmax(-1)
-    return tokens
+    wide = cum < top_p
+    if whole:
+        idx = _to_device(whole, torch.long, logits.device)
+        q = p[idx].double() / total[idx][:, None]
+        tokens[idx] = _inverse_cdf(q, u[idx], torch.full_like(idx, q.shape[-1]))
+        wide[idx] = False
+    # NaN or +inf logits: no distribution to sample from (choice.sample_token's fallback)
+    tokens = torch.where(finite, tokens, torch.nan_to_num(z, nan=float("-inf")).argmax(-1))
+    wide &= finite
+
+    def redo(rows: list[int]) -> torch.Tensor:
+        idx = torch.tensor(rows, device=logits.device)
+        sv, si = torch.sort(p[idx], dim=-1, descending=True, stable=True)
+        return _nucleus(sv, si, total[idx], top_p[idx], u[idx])
+
+    return tokens, wide, redo
 
 
 def _nucleus(pv: torch.Tensor, pi: torch.Tensor, total: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
