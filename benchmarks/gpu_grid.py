@@ -289,6 +289,31 @@ def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
             "rule": "|gpu_only - cpu_only| <= 2 sqrt(gpu_only + cpu_only)"}
 
 
+def forward_cost_model(replay: dict | None, kind: str) -> dict | None:
+    """A line through the replayed forwards of one kind: ms = fixed + per x rows x tokens x attended
+    positions (a decode row has one token), fitted by least squares weighted by how often the run
+    ran each shape. It says where a forward's time goes: the fixed part (the kernels a forward
+    launches whatever its size) against the part that grows with the attention work."""
+    import numpy as np
+
+    if not replay:
+        return None
+    shapes = [s for s in replay["shapes"] if s[0] == kind]
+    if len(shapes) < 3:
+        return None
+    work = np.array([rows * length * attended for _, rows, length, attended, _, _ in shapes], dtype=float)
+    ms = np.array([s[5] for s in shapes], dtype=float)
+    w = np.sqrt(np.array([s[4] for s in shapes], dtype=float))
+    (fixed, per), *_ = np.linalg.lstsq(np.stack([np.ones_like(work), work], 1) * w[:, None], ms * w, rcond=None)
+    fitted = fixed + per * work
+    r2 = 1 - np.sum((w * (ms - fitted)) ** 2) / np.sum((w * (ms - np.average(ms, weights=w ** 2))) ** 2)
+    n = sum(s[4] for s in shapes)
+    total = sum(s[4] * s[5] for s in shapes) / 1e3
+    return {"fixed_ms": round(float(fixed), 2), "ns_per_row_token_position": round(float(per) * 1e6, 2),
+            "r2": round(float(r2), 3), "forwards": n, "seconds": round(total, 1),
+            "fixed_share": round(float(fixed) * n / 1e3 / total, 2) if total else None}
+
+
 def cmd_summarize(args) -> int:
     run = Path(args.run)
     calls = [json.loads(line) for line in (run / "calls.jsonl").read_text().splitlines() if line.strip()]
@@ -368,6 +393,9 @@ def cmd_summarize(args) -> int:
                                     "unless an earlier launch still runs); steps/prefills = launching "
                                     "forwards; picks = device choice and the one host sync per batch",
             "replay_seconds_by_kind": replay["by_kind"] if replay else None,
+            "forward_cost_model": {kind: forward_cost_model(replay, kind) for kind in ("decode", "prefill")},
+            "forward_cost_model_note": "the replayed forwards fitted as ms = fixed_ms + ns_per_row_token_position "
+                                       "x rows x tokens x attended positions (benchmarks/gpu_grid.py forward_cost_model)",
             "attempt_seconds_summed": {k: round(stats[k], 1) for k in
                                        ("seconds_prefill", "seconds_guided", "seconds_sampling", "seconds_executing",
                                         "seconds_total") if k in stats},

@@ -7,7 +7,7 @@ For each format (prompts.FORMATS) one ``egcfg bench BENCHMARK --method baseline 
 run over the same tasks (every N-th task of the benchmark, or all of them), then a table: pass@1 on
 the hidden tests, visible-test passes, tokens decoded and prefilled per task, seconds per task, and
 for each format the tasks it wins and loses against the first one. Writes
-benchmarks/results/prompt_study_<benchmark>.json and .md. Runs that exist are resumed, not redone.
+benchmarks/results/prompt_study_<benchmark>[_<tag>].json and .md. Runs that exist are resumed, not redone.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--formats", default="one-shot,evalplus,one-shot-free,zero-shot")
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default="runs/prompt-study")
+    ap.add_argument("--tag", default=None, help="results file suffix: prompt_study_<benchmark>_<tag> (another model, more formats)")
     args = ap.parse_args()
     ids = task_ids(args.benchmark, args.data, args.every)
     rows = [run_format(fmt, args, ids) for fmt in args.formats.split(",")]
@@ -82,7 +83,7 @@ def main() -> int:
     result = {"benchmark": args.benchmark, "tasks": len(ids), "every": args.every, "method": "baseline (greedy)",
               "protocol": "honest", "model": args.model or "embedded (llama.cpp)", "date": now(), "machine": machine(),
               "command": "python benchmarks/prompt_study.py " + " ".join(sys.argv[1:]), "formats": rows}
-    name = f"prompt_study_{args.benchmark.replace('-', '_')}"
+    name = f"prompt_study_{args.benchmark.replace('-', '_')}" + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Greedy pass@1 by prompt format: {args.benchmark}", "",
              f"- command: `{result['command']}`", f"- date: {result['date']}", f"- machine: {result['machine']}",
