@@ -118,3 +118,40 @@ def test_take_state_adopts_a_copy_s_branches_and_generator():
     rule.take_state(copy)
     assert (rule.guided, rule.stale) == (False, True)
     assert rule.rng.random() == copy.rng.random()
+
+
+def test_a_line_opening_a_fence_after_a_non_ascii_space_also_ends_with_no_step_after():
+    model = ScriptedModel(["\xa0", "```", "\n"])
+    s = Recording(model)
+    s.sync(SOL, [1, 2, 3])
+    line = Line(model, Rule(0.0), None, limit=50)
+    decode_on_host(s, line)
+    assert line.tokens == [FIRST_SCRIPTED, FIRST_SCRIPTED + 1] and line.steps == 1
+
+
+def test_a_refused_last_step_leaves_its_token_unfed_for_the_engine_to_judge():
+    """At the model's context the step after a line's last token is refused: the line still ends
+    with its tokens (its code may end there), the token counted as not fed, and the error kept. A
+    step refused inside a line is an error at once."""
+    from egcfg.errors import ContextFull
+
+    class Full(Recording):
+        def step_pick(self, feeds, picks):
+            if len(self.seqs[SOL]) >= self.limit:
+                raise ContextFull(self.limit, len(self.seqs[SOL]) + 1)
+            return super().step_pick(feeds, picks)
+
+    model, _ = session(guided=False)
+    s = Full(model)
+    s.sync(SOL, [1, 2, 3])
+    s.limit = 6  # room for three of the line's four tokens
+    line = Line(model, Rule(0.0), None, limit=50)
+    decode_on_host(s, line)
+    assert [model.piece(t) for t in line.tokens] == [b"    ", b"y", b" = 2", b"\n"]
+    assert isinstance(line.unfed, ContextFull) and line.next is None
+    assert line.fed == {SOL: 3, DYN: 0} and line.steps == 3
+    s = Full(model)
+    s.sync(SOL, [1, 2, 3])
+    s.limit = 4
+    with pytest.raises(ContextFull):
+        decode_on_host(s, Line(model, Rule(0.0), None, limit=50))

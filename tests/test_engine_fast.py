@@ -174,3 +174,39 @@ def test_resample_duplicates_draws_repeated_candidates_again(sandbox, monkeypatc
     monkeypatch.undo()
     _, result, _ = attempt(0.5, sandbox, resample_duplicates=2)
     assert result.code == CODE and result.stats.candidates_resampled == 2 * result.stats.refreshes > 0
+
+
+def test_a_program_that_ends_at_the_model_context_is_kept_and_one_that_goes_on_is_an_error(sandbox):
+    """The step after a line's last token is refused at the model's context: if that line ends the
+    code (here a dedent to a print, lines.py's function_end) the program stands; if the code goes
+    on, the attempt fails with the context error, as when the engine stepped token by token."""
+    from egcfg.errors import ContextFull
+    from fakes import ScriptedSession
+
+    script = ["def", " triple", "(x):", "\n", "    ", "return", " x * 3", "\n", "print", "(1)", "\n"]
+
+    class Capped(ScriptedSession):
+        def step(self, feeds):
+            for seq in feeds:
+                if len(self.seqs[seq]) + 1 > self.model.n_ctx:
+                    raise ContextFull(self.model.n_ctx, len(self.seqs[seq]) + 1)
+            return super().step(feeds)
+
+    class CappedModel(ScriptedModel):
+        def session(self, n_seqs):
+            return Capped(self)
+
+    for room, ok in ((len(script) - 1, True), (len(script) - 2, False)):
+        model = CappedModel(script)
+        gen = Generator(model, TASK, Config(gammas=(0.0,), max_tokens=40), sandbox)
+        model.n_ctx = len(gen.prefix) + len(gen.suffix) + room
+        try:
+            if ok:
+                result = gen.run(0.0)
+                assert result.stop_reason == "function_end" and result.code == "def triple(x):\n    return x * 3\n"
+                assert result.passed
+            else:
+                with pytest.raises(ContextFull):
+                    gen.run(0.0)
+        finally:
+            gen.close()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .choice import Pick
+from .errors import ContextFull
 
 SOL, DYN = 0, 1  # the engine's sequences (engine.py)
 
@@ -92,6 +93,9 @@ class Line:
         self.steps = 0                 # advances made
         self.next: int | None = None
         self.over = False
+        # The line's last step was refused (the sequence is at the model's context): its token is
+        # not fed. Harmless where the code ends with this line; the engine raises it otherwise.
+        self.unfed: Exception | None = None
 
     def first_pick(self) -> Pick | None:
         """The pick of the first token, or None when it is known already."""
@@ -113,7 +117,8 @@ class Line:
         newline = b"\n" in piece
         if not newline:
             self.text += piece
-            if len(self.tokens) >= self.limit or self.text.lstrip().startswith(b"```"):
+            # (the fence test of lines.py, on text: str.lstrip also strips non-ASCII spaces)
+            if len(self.tokens) >= self.limit or self.text.decode("utf-8", "replace").lstrip().startswith("```"):
                 self.over = True  # (lines.py stops the code here: no step after)
                 return None
         self.over = newline
@@ -124,6 +129,14 @@ class Line:
             self.fed[seq] += 1
         self.steps += 1
         return feeds, pick
+
+    def refused(self, error: Exception, feeds: list[int]) -> None:
+        """The step after the line's last token could not be made (``error``: the context is
+        full); the line ends with that token unfed and no next token."""
+        for seq in feeds:
+            self.fed[seq] -= 1
+        self.steps -= 1
+        self.next, self.unfed = None, error
 
     def stepped(self, picked: int | None) -> int | None:
         """The pick after an advance came back: the token to take next (None: the line is over,
@@ -143,5 +156,11 @@ def decode_on_host(session, line: Line) -> None:
         if move is None:
             return
         feeds, pick = move
-        picked = session.step_pick({seq: token for seq in feeds}, [pick] if pick is not None else [])
+        try:
+            picked = session.step_pick({seq: token for seq in feeds}, [pick] if pick is not None else [])
+        except ContextFull as exc:
+            if not line.over:
+                raise
+            line.refused(exc, feeds)  # (the code may end with this line: the engine decides)
+            return
         token = line.stepped(picked[0] if picked else None)

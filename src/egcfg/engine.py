@@ -168,6 +168,8 @@ class Generator:
                         stop_reason, cut = stop.reason, stop.cut
                         break
                 stats.seconds_guided += time.perf_counter() - t0
+                if line.unfed is not None and stop_reason == "max_tokens" and len(generated) < cfg.max_tokens:
+                    raise line.unfed  # the code goes on past the model's context
         finally:
             stats.tokens_prefilled += session.stats.prefilled - prefilled_before
         body = bytes(lines.text if cut is None else lines.text[:cut]).decode("utf-8", "replace")

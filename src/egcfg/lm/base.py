@@ -37,7 +37,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..choice import HostPicks
-from ..errors import EgcfgError
+from ..errors import ContextFull
 from ..guidance import UNLISTED
 
 
@@ -187,7 +187,7 @@ class TrackedSession(HostPicks):
     def _check_context(self, length: int) -> None:
         if length > self.n_ctx:
             # (refused before the model sees it: llama.cpp aborts the process on positions past its context)
-            raise EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens ({length} tokens)")
+            raise ContextFull(self.n_ctx, length)
 
     def _plan_sync(self, seq: int, tokens: list[int]) -> int | None:
         """How many cached tokens of ``seq`` a sync to ``tokens`` keeps (None: nothing to run)."""

@@ -476,9 +476,9 @@ class HFSession(TrackedSession):
             if seq not in self._logits:
                 raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
         held = {seq: (self._slot(seq), len(self._tokens[seq])) for seq in (SOL, DYN) if seq in self._tokens}
-        tokens, nxt, fed, steps, rule = self.model.batcher.call(Request(
+        tokens, nxt, fed, steps, rule, unfed = self.model.batcher.call(Request(
             "line", job=(line.rule, line.first, line.limit, bytes(line.text), held, self.n_ctx)))
-        line.tokens, line.next, line.fed, line.steps, line.over = tokens, nxt, fed, steps, True
+        line.tokens, line.next, line.fed, line.steps, line.over, line.unfed = tokens, nxt, fed, steps, True, unfed
         if rule is not line.rule:
             line.rule.take_state(rule)  # (a server decoded with a copy of the rule and its generator)
         for seq, n in fed.items():

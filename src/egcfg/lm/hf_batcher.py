@@ -43,7 +43,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import BackendFailure, EgcfgError
+from ..errors import BackendFailure, ContextFull, EgcfgError
 from . import torch_picks
 from .hf_graphs import LENGTHS
 
@@ -63,7 +63,7 @@ class Request:
     thread until every candidate stops (candidates.Sampling); its result is (texts, tokens sampled,
     steps, the generator's state); "line": ``job`` = (decoding.Rule, first token or None, limit,
     the line's bytes so far, {seq: (slot, length)}, n_ctx), stepped until the line ends; its result is (tokens, next token,
-    tokens fed per seq, steps, the rule as it ended).
+    tokens fed per seq, steps, the rule as it ended, the error that refused its last step or None).
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
@@ -405,8 +405,7 @@ class _Candidates:
         self.feeds = None
         pos = self.base_len + self.job.steps
         if pos + 1 > self.n_ctx:  # (what the session-driven loop's step would refuse)
-            self._end(error=EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens "
-                                       f"({pos + 1} tokens)"))
+            self._end(error=ContextFull(self.n_ctx, pos + 1))
             return None
         return Request("step", rows=[(slot, pos, [feeds[slot]]) for slot in order],
                        picks=torch_picks.rows_of(self.job.picks(order), int),
@@ -458,15 +457,19 @@ class _Line:
         if self.move is None:
             return None
         (token, feeds, pick), self.move = self.move, None
+        longest = max(self.lengths[seq] for seq in feeds) + 1
+        if longest > self.n_ctx:  # (what the session's own step would refuse)
+            error = ContextFull(self.n_ctx, longest)
+            if self.line.over:  # the line's last step: the code may end here (decoding.Line.refused)
+                self.line.refused(error, feeds)
+                self._end()
+            else:
+                self._end(error=error)
+            return None
         rows = []
         for seq in feeds:
-            pos = self.lengths[seq]
-            if pos + 1 > self.n_ctx:  # (what the session's own step would refuse)
-                self._end(error=EgcfgError(f"a sequence would exceed the model context of {self.n_ctx} tokens "
-                                           f"({pos + 1} tokens)"))
-                return None
-            rows.append((self.slots[seq], pos, [token]))
-            self.lengths[seq] = pos + 1
+            rows.append((self.slots[seq], self.lengths[seq], [token]))
+            self.lengths[seq] += 1
         picks = torch_picks.rows_of([pick], self.slots.__getitem__) if pick is not None else None
         return Request("step", rows=rows, picks=picks, on_done=lambda r: self._picked(r, stepped=True))
 
@@ -505,7 +508,7 @@ class _Line:
             self.request.error = error
         else:
             line = self.line
-            self.request.result = (line.tokens, line.next, dict(line.fed), line.steps, line.rule)
+            self.request.result = (line.tokens, line.next, dict(line.fed), line.steps, line.rule, line.unfed)
         self.request.finish()
 
 
