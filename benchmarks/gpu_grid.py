@@ -162,33 +162,11 @@ def cmd_replay(args) -> int:
 
 # -- summarize ------------------------------------------------------------------------------------
 def write_speed_md(data: dict) -> None:
-    """speed.md from speed.json (benchmarks/speed.py renders every section), then one line per grid
-    run against the targets."""
+    """speed.md from speed.json (benchmarks/speed.py renders every section, the grid's included)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from speed import RESULTS, write_markdown
+    from speed import write_markdown
 
     write_markdown(data)
-    rows = ["", "## The agent grid on one GPU, against the targets", "",
-            "| run | agents | what | targets | measured |", "|---|---|---|---|---|"]
-    for key in sorted(k for k in data if k.startswith("gpu_grid")):
-        g = data[key]
-        rows.append(f"| {key} | {g['agents']} | MBPP 500 tasks: wall minutes; generated / prefilled tok/s; GPU busy; "
-                    f"efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {g['minutes']} min for {g['tasks']}/"
-                    f"{g['tasks_planned']} tasks; {g['generated_tokens_per_second']:,} / {g['prefill_tokens_per_second']:,}; "
-                    f"{g['gpu_busy_percent']}%; {g['efficiency']} |")
-    ray = data.get("ray_overhead")
-    if ray:  # (benchmarks/ray_overhead.py)
-        runs = ray["local_runs"] + [ray["ray_run"]] + ([ray["shared_gpu_run"]] if ray.get("shared_gpu_run") else [])
-        rows += ["", "## Ray's overhead on one GPU (benchmarks/ray_overhead.py)", "",
-                 f"Ray against the local runner: {ray['overhead_wall_percent']}% of the wall time "
-                 f"({ray['overhead_per_generated_token_percent']}% per generated token; target < {ray['target_percent']}%); "
-                 f"the local runs differ by {ray['local_spread_percent']}% among themselves. {ray['machine']}, {ray['date']}.", "",
-                 "| run | command (end) | tasks | wall s | generated tok/s | pass@1 |", "|---|---|---|---|---|---|"]
-        for r in runs:
-            rows.append(f"| {r['run']} | `...{r['command'][-90:]}` | {r['tasks']} | {r['wall_seconds']} | "
-                        f"{r['generated_tokens_per_second']:,} | {r['pass_at_1']}% |")
-    with open(RESULTS / "speed.md", "a") as f:
-        f.write("\n".join(rows) + "\n")
 
 
 def now() -> str:

@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with mbpp.jsonl")
     ap.add_argument("--model", default=None, help="model spec (default: the embedded model on llama.cpp)")
     ap.add_argument("--section", default="cpu", help="section of speed.json to write (cpu | gpu)")
+    ap.add_argument("--note", default=None, help="a line about this run, kept in its section")
     ap.add_argument("--signal-budget", type=int, default=None, help="token budget of the trace signal (default: the default)")
     args = ap.parse_args(argv)
 
@@ -124,7 +125,9 @@ def main(argv=None) -> int:
     }
     out = RESULTS / "speed.json"
     data = json.loads(out.read_text()) if out.is_file() else {}
-    data[args.section] = {**data.get(args.section, {}), **section}
+    if args.note:
+        section["note"] = args.note
+    data[args.section] = section  # (replaced whole: a note about an earlier run must not stay)
     out.write_text(json.dumps(data, indent=1) + "\n")
     write_markdown(data)
     print(json.dumps({k: section[k] for k in ("efficiency", "overhead_vs_greedy", "seconds_per_task",
@@ -165,7 +168,33 @@ def write_markdown(data: dict) -> None:
                              f"{row['gpu_pass_at_1']}% vs CPU {row['cpu_pass_at_1']}%, same verdict on {row['same_verdict']}")
         lines += [""]
     lines += ablation_markdown(data.get("gpu_ablation"))
-    (RESULTS / "speed.md").write_text("\n".join(lines))
+    lines += grid_markdown(data)
+    (RESULTS / "speed.md").write_text("\n".join(lines) + "\n")
+
+
+def grid_markdown(data: dict) -> list[str]:
+    """One line per grid run against the targets (benchmarks/gpu_grid.py writes the sections), and
+    Ray's overhead (benchmarks/ray_overhead.py)."""
+    rows = ["", "## The agent grid on one GPU, against the targets", "",
+            "| run | agents | what | targets | measured |", "|---|---|---|---|---|"]
+    for key in sorted(k for k in data if k.startswith("gpu_grid")):
+        g = data[key]
+        rows.append(f"| {key} | {g['agents']} | MBPP 500 tasks: wall minutes; generated / prefilled tok/s; GPU busy; "
+                    f"efficiency | ≤ 15 min; ≥ 20,000; ≥ 80%; ≥ 0.6 | {g['minutes']} min for {g['tasks']}/"
+                    f"{g['tasks_planned']} tasks; {g['generated_tokens_per_second']:,} / {g['prefill_tokens_per_second']:,}; "
+                    f"{g['gpu_busy_percent']}%; {g['efficiency']} |")
+    ray = data.get("ray_overhead")
+    if ray:  # (benchmarks/ray_overhead.py)
+        runs = ray["local_runs"] + [ray["ray_run"]] + ([ray["shared_gpu_run"]] if ray.get("shared_gpu_run") else [])
+        rows += ["", "## Ray's overhead on one GPU (benchmarks/ray_overhead.py)", "",
+                 f"Ray against the local runner: {ray['overhead_wall_percent']}% of the wall time "
+                 f"({ray['overhead_per_generated_token_percent']}% per generated token; target < {ray['target_percent']}%); "
+                 f"the local runs differ by {ray['local_spread_percent']}% among themselves. {ray['machine']}, {ray['date']}.", "",
+                 "| run | command (end) | tasks | wall s | generated tok/s | pass@1 |", "|---|---|---|---|---|---|"]
+        for r in runs:
+            rows.append(f"| {r['run']} | `...{r['command'][-90:]}` | {r['tasks']} | {r['wall_seconds']} | "
+                        f"{r['generated_tokens_per_second']:,} | {r['pass_at_1']}% |")
+    return rows
 
 
 def ablation_markdown(ab: dict | None) -> list[str]:
