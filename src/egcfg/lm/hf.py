@@ -419,15 +419,18 @@ class HFSession(TrackedSession):
         self.stats.batches += 1
         return self._stepped(order, feeds, [logits[i] for i in range(len(order))])
 
+    def _need_logits(self, seqs) -> None:
+        """Refuse, before the batcher sees it, a pick from a sequence that holds no logits yet."""
+        for seq in seqs:
+            if seq not in self._logits:
+                raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
+
     def _device_picks(self, picks) -> list:
         return torch_picks.rows_of(picks, self._slot)
 
     def pick(self, picks) -> list[int]:
         """Tokens chosen on the device (torch_picks.py), batched with every other session's."""
-        for p in picks:
-            for seq in (p.seq, p.dyn):
-                if seq is not None and seq not in self._logits:
-                    raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
+        self._need_logits(seq for p in picks for seq in (p.seq, p.dyn) if seq is not None)
         return self.model.batcher.call(Request("pick", picks=self._device_picks(picks)))
 
     def step_pick(self, feeds: dict[int, int], picks) -> list[int]:
@@ -451,8 +454,7 @@ class HFSession(TrackedSession):
 
         if not self.model.batcher_candidates:
             return sample_on_host(self.model, self, base_seq, seqs, temperature, top_p, horizon, max_tokens, rng)
-        if base_seq not in self._logits:
-            raise ValueError(f"sequence {base_seq} has no next-token logits (sync it first)")
+        self._need_logits([base_seq])
         n = len(self._tokens[base_seq])
         texts, total, steps, state = self.model.batcher.call(Request(
             "sample", rows=[(self._slot(base_seq), n)],
@@ -472,9 +474,7 @@ class HFSession(TrackedSession):
 
         if not self.model.batcher_lines:
             return decode_on_host(self, line)
-        for seq in (SOL, DYN) if line.rule.guided else (SOL,):
-            if seq not in self._logits:
-                raise ValueError(f"sequence {seq} has no next-token logits (sync it first)")
+        self._need_logits((SOL, DYN) if line.rule.guided else (SOL,))
         held = {seq: (self._slot(seq), len(self._tokens[seq])) for seq in (SOL, DYN) if seq in self._tokens}
         tokens, nxt, fed, steps, rule, unfed = self.model.batcher.call(Request(
             "line", job=(line.rule, line.first, line.limit, bytes(line.text), held, self.n_ctx)))

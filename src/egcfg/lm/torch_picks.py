@@ -111,29 +111,35 @@ def launch(table: torch.Tensor, rows: list[Row]) -> Pending:
     if sampled:
         params = floats[2 * b:].view(c, 3)
         whole = [j for j, i in enumerate(sampled) if rows[i][5] >= 1.0]  # (known here: no sync)
-        tokens, wide, redo = _sample(table[ints[a + 2 * b:]], params[:, 0], params[:, 1], params[:, 2], whole)
-        parts += [tokens, wide.long()]  # the flags travel with the tokens, in the same copy
+        tokens, flags, redo = _sample(table[ints[a + 2 * b:]], params[:, 0], params[:, 1], params[:, 2], whole)
+        parts += [tokens, flags]  # the flags travel with the tokens, in the same copy
         fix = _fixer(a + b, c, redo)
     picked = torch.cat(parts)
     return Pending(picked, where, len(rows), fix)
 
 
 def _fixer(offset: int, c: int, redo):
-    """Undo the flags' tail of a picked list, and re-sample the flagged rows over every token."""
+    """Undo the flags' tail of a picked list, and pick the flagged rows again (``redo``)."""
     def fix(picked: list[int]) -> list[int]:
         flags, picked = picked[-c:], picked[:-c]
         rows = [j for j, f in enumerate(flags) if f]
         if rows:  # rare: a second sync, for these rows only
-            for j, tok in zip(rows, redo(rows).tolist()):
+            for j, tok in zip(rows, redo(rows, [flags[j] for j in rows]).tolist()):
                 picked[offset + j] = tok
         return picked
     return fix
 
 
+WIDE, NOT_FINITE = 1, 2  # a sampled row's flag: its nucleus is wider than the top TOP; its logits are not finite
+
+
 def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor, whole: list[int]):
-    """Sampled rows' tokens, with no host sync: (tokens, the rows whose nucleus is wider than the
-    top TOP tokens, a function that samples given rows over every token, sorted). ``whole``: rows
-    with top_p 1 (no nucleus: the whole distribution in token order, as choice.sample_token)."""
+    """Sampled rows' tokens, with no host sync: (tokens, a flag per row, a function that picks
+    given rows again by their flags). Flagged rows are rare: WIDE, a nucleus wider than the top
+    TOP tokens (sampled again over every token, sorted); NOT_FINITE, NaN or +inf logits, with no
+    distribution to sample from (their argmax, NaN as -inf: choice.sample_token's fallback).
+    ``whole``: rows with top_p 1 (no nucleus: the whole distribution in token order, as
+    choice.sample_token)."""
     z = logits / temperature.float()[:, None]
     best = z.max(-1, keepdim=True).values
     finite = torch.isfinite(best[:, 0])
@@ -149,16 +155,16 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
         q = p[idx].double() / total[idx][:, None]
         tokens[idx] = _inverse_cdf(q, u[idx], torch.full_like(idx, q.shape[-1]))
         wide[idx] = False
-    # NaN or +inf logits: no distribution to sample from (choice.sample_token's fallback)
-    tokens = torch.where(finite, tokens, torch.nan_to_num(z, nan=float("-inf")).argmax(-1))
-    wide &= finite
+    flags = torch.where(finite, wide.long() * WIDE, torch.full_like(tokens, NOT_FINITE))
 
-    def redo(rows: list[int]) -> torch.Tensor:
+    def redo(rows: list[int], why: list[int]) -> torch.Tensor:
         idx = torch.tensor(rows, device=logits.device)
         sv, si = torch.sort(p[idx], dim=-1, descending=True, stable=True)
-        return _nucleus(sv, si, total[idx], top_p[idx], u[idx])
+        again = _nucleus(sv, si, total[idx], top_p[idx], u[idx])
+        bad = torch.tensor([f == NOT_FINITE for f in why], device=logits.device)
+        return torch.where(bad, torch.nan_to_num(z[idx], nan=float("-inf")).argmax(-1), again)
 
-    return tokens, wide, redo
+    return tokens, flags, redo
 
 
 def _nucleus(pv: torch.Tensor, pi: torch.Tensor, total: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
