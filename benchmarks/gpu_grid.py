@@ -36,6 +36,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -47,6 +48,85 @@ TARGETS = {"minutes_16_agents": 15, "minutes_48_agents": 25, "generated_tokens_p
 
 
 # -- run ------------------------------------------------------------------------------------------
+def _ticks(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
+    """Every second: the machine's CPU busy percent (all cores, /proc/stat) and the busiest single
+    process of the run's tree (percent of one core), so a run can tell a saturated CPU, or one
+    interpreter holding the GIL, from a GPU that waits for nothing. CSV: time, busy %, cores,
+    busiest process %, its command name."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def machine_ticks():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
+
+    last_total, last_idle = machine_ticks()
+    last: dict[str, int] = {}
+    names: dict[str, str] = {}
+    t_last = time.monotonic()
+    with open(path, "w") as out:
+        while not stop.wait(1.0):
+            total, idle = machine_ticks()
+            now_t = time.monotonic()
+            busy = 100.0 * (1 - (idle - last_idle) / max(1, total - last_total))
+            last_total, last_idle = total, idle
+            best, best_name = 0.0, ""
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    if os.getpgid(int(pid)) != root:
+                        continue
+                except OSError:
+                    continue
+                ticks = _ticks(pid)
+                if ticks is None:
+                    continue
+                if pid in last:
+                    pct = 100.0 * (ticks - last[pid]) / hz / max(1e-3, now_t - t_last)
+                    if pct > best:
+                        if pid not in names:
+                            try:
+                                names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+                            except OSError:
+                                names[pid] = "?"
+                        best, best_name = pct, names[pid]
+                last[pid] = ticks
+            t_last = now_t
+            name = " ".join(best_name.replace(",", " ").split())
+            out.write(f"{time.time():.1f},{busy:.1f},{os.cpu_count()},{best:.1f},{name}\n")
+            out.flush()
+
+
+def cpu_means(run: Path, only: list[dict] | None = None) -> dict | None:
+    """Means of the cpu-*.csv samples: machine busy percent, busiest process percent (of one core)
+    and which command that was most often."""
+    rows = []
+    starts = None if only is None else {int(c["start"]) for c in only}
+    for f in run.glob("cpu-*.csv"):
+        if starts is not None and int(f.stem.split("-")[1]) not in starts:
+            continue
+        for line in f.read_text().splitlines():
+            parts = line.split(",", 4)
+            if len(parts) == 5:
+                rows.append((float(parts[1]), float(parts[3]), parts[4]))
+    if not rows:
+        return None
+    who = Counter(name.split(" -m ")[-1][:60] for _, _, name in rows if name).most_common(1)
+    return {"machine_busy_percent": round(sum(r[0] for r in rows) / len(rows), 1),
+            "busiest_process_percent_of_one_core": round(sum(r[1] for r in rows) / len(rows), 1),
+            "busiest_process": who[0][0] if who else None, "samples": len(rows)}
+
+
 def cmd_run(args) -> int:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -63,6 +143,9 @@ def cmd_run(args) -> int:
            "--no-progress", *resume, *args.extra]
     print(" ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
+    stop_cpu = threading.Event()
+    cpu = threading.Thread(target=_sample_cpu, args=(run / f"cpu-{int(start)}.csv", stop_cpu, proc.pid), daemon=True)
+    cpu.start()
     try:
         proc.wait(timeout=args.limit_seconds)
     except subprocess.TimeoutExpired:
@@ -75,6 +158,8 @@ def cmd_run(args) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     end = time.time()
+    stop_cpu.set()
+    cpu.join(timeout=5)
     if smi is not None:
         smi.terminate()
         smi.wait()
@@ -344,6 +429,7 @@ def cmd_summarize(args) -> int:
         "generated_tokens_per_second_from_attempts_all_calls": round(attempt_generated / wall),
         "prefill_tokens_per_second_from_attempts_all_calls": round(stats["tokens_prefilled"] / wall),
         "gpu_busy_percent": busy_profiled, "gpu_busy_percent_all_calls": busy, "gpu_samples": n_samples,
+        "cpu": cpu_means(run, profiled),
         "raw_tokens_per_second_same_batch": round((generated + prefilled) / replay["forward_seconds"]) if replay else None,
         "raw_forward_seconds": replay["forward_seconds"] if replay else None,
         "efficiency": round(replay["forward_seconds"] / profiled_wall, 3) if replay else None,

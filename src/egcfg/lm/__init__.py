@@ -11,7 +11,7 @@ from .base import LanguageModel
 # Options a spec may carry after "?" (e.g. "hf:embedded?device=cuda&slots=320"), with their types.
 _HF_OPTIONS = {"device": str, "dtype": str, "slots": int, "n_ctx": int, "batch_wait": float,
                "prefill_rows": int, "prefill_budget": int, "max_rows": int, "graphs": str,
-               "server": str, "candidates": str, "lines": str}
+               "server": str, "candidates": str, "lines": str, "kernels": str}
 _OPENAI_OPTIONS = {"model": str, "tokenizer": str, "logprobs": int, "draft": int, "concurrency": int,
                    "timeout": float, "retries": int, "api_key_env": str, "n_ctx": int}
 
@@ -90,7 +90,8 @@ def load_model(spec: str | None = None, **options) -> LanguageModel:
       transformers on CUDA when there is one, else CPU; options after ``?``: device, dtype, slots,
       n_ctx, batch_wait, prefill_rows (rows per packed prefill forward; 1 turns packing off),
       graphs (on/off), server (on/off, for bench --workers), candidates (batcher/session: who steps
-      the sampled candidates, lm/hf.py), lines (batcher/session: who steps each decoded line);
+      the sampled candidates, lm/hf.py), lines (batcher/session: who steps each decoded line),
+      kernels (fused/torch: the forward's Triton kernels, lm/fused.py, or HF's modules);
     * ``openai:<base URL>`` (e.g. ``openai:http://127.0.0.1:8000/v1``): any OpenAI-compatible
       completions server; options after ``?``: model, tokenizer, logprobs, draft, concurrency,
       timeout, retries, api_key_env (see lm/openai_api.py).

@@ -120,7 +120,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
                  n_ctx: int = 8192, slots: int = 16, n_threads: int | None = None, batch_wait: float = 0.002,
                  prefill_rows: int | None = None, prefill_budget: int | None = None, max_rows: int | None = None,
                  graphs: str | None = None, server: str | None = None, candidates: str | None = None,
-                 lines: str | None = None):
+                 lines: str | None = None, kernels: str | None = None):
         import transformers
         from transformers import AutoModelForCausalLM
 
@@ -157,6 +157,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # Each decoded line stepped by the batcher (one round trip per line, not per token);
         # "session" picks token by token from the session's thread, as before 2026-12-03.
         self.batcher_lines = lines != "session"
+        if kernels not in (None, "fused", "torch"):
+            raise EgcfgError(f"model option kernels={kernels!r} must be fused or torch")
         if graphs not in (None, "on", "off"):
             raise EgcfgError(f"model option graphs={graphs!r} must be on or off")
         use_graphs = self.device.type == "cuda" if graphs is None else graphs == "on"
@@ -214,6 +216,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # CUDA graphs at bucketed shapes (hf_graphs.py): on by default on CUDA; graphs=off turns them
         # off (every forward eager at its own shape, as on CPU).
         self.graphs = Graphs(self, capture=True) if use_graphs else None
+        self.fused = self._fused_forward(kernels)
         if on_gpu:
             # The batcher thread gives the GIL away at every wait and sync, and the engine threads
             # keep it for up to the switch interval (5 ms by default) before it gets it back: at a
@@ -224,6 +227,25 @@ class HFModel(UsesTokenizer, ModelLifetime):
         # prefill_rows caps the rows of one packed prefill forward (1: every prefill alone, which is
         # how the packing's effect is measured; None: only the prefill budget bounds it).
         self.batcher = Batcher(self, batch_wait, prefill_rows)
+
+    def _fused_forward(self, kernels: str | None):
+        """The forward with fused Triton kernels (fused.py): the default on CUDA where Triton is
+        installed and the model is supported; kernels=torch runs HF's modules instead (the
+        reference, and the CPU's path). On a CPU, kernels=fused runs only in Triton's interpreter
+        (TRITON_INTERPRET=1), which is how the tests check it."""
+        from . import fused
+
+        why = fused.supported(self.hf)
+        if kernels == "fused":
+            if not fused.available():
+                raise EgcfgError("kernels=fused needs Triton (it comes with CUDA builds of torch)")
+            if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                raise EgcfgError("kernels=fused needs a CUDA device (on a CPU only Triton's interpreter runs it: TRITON_INTERPRET=1)")
+            if why:
+                raise EgcfgError(f"kernels=fused does not support this model: {why}")
+        elif kernels == "torch" or self.device.type != "cuda" or not fused.available() or why:
+            return None
+        return fused.FusedForward(self)
 
     def _check_memory(self, shape, graphs: bool) -> None:
         """One clear line, not a CUDA out-of-memory traceback, when the KV cache cannot fit: on a GPU
@@ -247,7 +269,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 "dtype": str(self.dtype).replace("torch.", ""), "n_vocab": self.n_vocab, "n_ctx": self.n_ctx,
                 "slots": self.scratch, "graphs": self.graphs is not None,
                 "candidates": "batcher" if self.batcher_candidates else "session",
-                "lines": "batcher" if self.batcher_lines else "session", "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
+                "lines": "batcher" if self.batcher_lines else "session",
+                "kernels": "fused" if self.fused is not None else "torch", "prefill_budget": self.prefill_budget, "max_rows": self.max_rows}
 
     def profile(self) -> dict:
         """What the batcher did (forwards by kind and shape, seconds per phase): see hf_batcher.py;
@@ -306,7 +329,10 @@ class HFModel(UsesTokenizer, ModelLifetime):
     def forward_core(self, ids, starts, slots, last, n_kv: int) -> None:
         """The model's math on device tensors only, with no host sync, so that a CUDA graph can
         capture it: ids (B, N), each row's start position, slot and last real token (B,), and the
-        number of cached positions attention reads (a Python int: part of the shape)."""
+        number of cached positions attention reads (a Python int: part of the shape; unused by
+        the fused kernels' one-token forwards, whose attention reads each row's own length)."""
+        if self.fused is not None:
+            return self.fused(ids, starts, slots, last, n_kv)
         dev = self.device
         B, N = ids.shape
         pos = starts[:, None] + torch.arange(N, device=dev)[None, :]           # (B, N)

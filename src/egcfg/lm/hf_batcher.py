@@ -99,7 +99,8 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self.forwards = 0
         self.rows = 0
-        # profile: forwards by (kind, rows, padded length, attended length rounded up to 256)
+        # profile: forwards by (kind, rows, padded length, attended length rounded up to 256; the
+        # longest row's, or with the fused kernels' one-token forwards the rows' mean: see _forward)
         self.shapes: Counter = Counter()
         self.seconds = Counter()
         self.tokens = Counter()
@@ -277,8 +278,13 @@ class Batcher:
         self.model.forward(rows)
         self.forwards += 1
         n = max(len(t) for _, _, t in rows)
-        attended = max(start for _, start, _ in rows) + n
-        self.shapes[(kind, len(rows), n, -(-attended // 256) * 256)] += 1
+        if n == 1 and self.model.fused is not None:
+            # the fused one-token attention reads each row's own length: such a forward costs
+            # what one of its rows at their mean length costs, so that is what the profile keeps
+            attended = sum(start for _, start, _ in rows) / len(rows) + 1
+        else:
+            attended = max(start for _, start, _ in rows) + n
+        self.shapes[(kind, len(rows), n, -(-int(attended) // 256) * 256)] += 1
         self.tokens[kind] += sum(len(t) for _, _, t in rows)
         self.tokens[kind + "_padded"] += len(rows) * n
 
@@ -369,7 +375,11 @@ class Batcher:
                     self._forward("decode", rows[i:i + self.model.max_rows])
                 host = self._fetch(rows)
             else:
-                for group in decode_groups(rows, self.model.max_rows):
+                # (grouped by length only where a forward attends every row to its longest one's
+                # length: not with the fused kernels, whose attention reads each row's own)
+                groups = (decode_groups(rows, self.model.max_rows) if self.model.fused is None
+                          else [rows[i:i + self.model.max_rows] for i in range(0, len(rows), self.model.max_rows)])
+                for group in groups:
                     self._forward("decode", group)
                 host = None
             self.rows += len(rows)

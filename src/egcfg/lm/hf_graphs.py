@@ -89,7 +89,9 @@ class Graphs:
     def run(self, rows) -> None:
         """One forward of ``rows`` (slot, start, tokens): K/V to the cache, logits to the table."""
         n = max(len(t) for _, _, t in rows)
-        attended = max(start for _, start, _ in rows) + n
+        # (the fused one-token forward reads each row's length on the device: one graph per row
+        # bucket, whatever the rows' lengths)
+        attended = 0 if n == 1 and self.model.fused is not None else max(start for _, start, _ in rows) + n
         shape = bucket(len(rows), n, attended, self.model.capacity)
         if shape is None:
             self.eager += 1
