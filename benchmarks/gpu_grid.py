@@ -107,18 +107,22 @@ def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
             out.flush()
 
 
+def sample_lines(run: Path, prefix: str, only: list[dict] | None = None):
+    """The lines of the run's PREFIX-<call start>.csv sample files (of the calls ``only``, or all)."""
+    starts = None if only is None else {int(c["start"]) for c in only}
+    for f in run.glob(f"{prefix}-*.csv"):
+        if starts is None or int(f.stem.split("-")[1]) in starts:
+            yield from f.read_text().splitlines()
+
+
 def cpu_means(run: Path, only: list[dict] | None = None) -> dict | None:
     """Means of the cpu-*.csv samples: machine busy percent, busiest process percent (of one core)
     and which command that was most often."""
     rows = []
-    starts = None if only is None else {int(c["start"]) for c in only}
-    for f in run.glob("cpu-*.csv"):
-        if starts is not None and int(f.stem.split("-")[1]) not in starts:
-            continue
-        for line in f.read_text().splitlines():
-            parts = line.split(",", 4)
-            if len(parts) == 5:
-                rows.append((float(parts[1]), float(parts[3]), parts[4]))
+    for line in sample_lines(run, "cpu", only):
+        parts = line.split(",", 4)
+        if len(parts) == 5:
+            rows.append((float(parts[1]), float(parts[3]), parts[4]))
     if not rows:
         return None
     who = Counter(name.split(" -m ")[-1][:60] for _, _, name in rows if name).most_common(1)
@@ -261,14 +265,10 @@ def now() -> str:
 def util_mean(run: Path, calls: list[dict], only: list[dict] | None = None) -> tuple[float, int]:
     """Mean nvidia-smi utilization over the samples of every call (or of the calls ``only``)."""
     samples = []
-    starts = None if only is None else {int(c["start"]) for c in only}
-    for f in run.glob("util-*.csv"):
-        if starts is not None and int(f.stem.split("-")[1]) not in starts:
-            continue
-        for line in f.read_text().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) >= 2 and parts[1].endswith("%"):
-                samples.append(float(parts[1].rstrip(" %")))
+    for line in sample_lines(run, "util", only):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[1].endswith("%"):
+            samples.append(float(parts[1].rstrip(" %")))
     return (round(sum(samples) / len(samples), 1) if samples else None), len(samples)
 
 
