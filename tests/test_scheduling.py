@@ -80,6 +80,7 @@ class _Recorder:
         import torch
 
         self.prefill_budget, self.max_rows = prefill_budget, max_rows
+        self.fused = None  # HFModel's fused forward, absent here: the unfused decode groups apply
         self.next_logits = torch.zeros((8, 32))
         self.log, self.hook = [], None
 

@@ -278,7 +278,7 @@ class Batcher:
         self.model.forward(rows)
         self.forwards += 1
         n = max(len(t) for _, _, t in rows)
-        if n == 1 and getattr(self.model, "fused", None) is not None:
+        if n == 1 and self.model.fused is not None:
             # the fused one-token attention reads each row's own length: such a forward costs
             # what one of its rows at their mean length costs, so that is what the profile keeps
             attended = sum(start for _, start, _ in rows) / len(rows) + 1
@@ -377,7 +377,7 @@ class Batcher:
             else:
                 # (grouped by length only where a forward attends every row to its longest one's
                 # length: not with the fused kernels, whose attention reads each row's own)
-                groups = (decode_groups(rows, self.model.max_rows) if getattr(self.model, "fused", None) is None
+                groups = (decode_groups(rows, self.model.max_rows) if self.model.fused is None
                           else [rows[i:i + self.model.max_rows] for i in range(0, len(rows), self.model.max_rows)])
                 for group in groups:
                     self._forward("decode", group)
