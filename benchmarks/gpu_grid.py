@@ -58,10 +58,12 @@ def _ticks(pid: str) -> int | None:
 
 
 def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
-    """Every second: the machine's CPU busy percent (all cores, /proc/stat) and the busiest single
-    process of the run's tree (percent of one core), so a run can tell a saturated CPU, or one
-    interpreter holding the GIL, from a GPU that waits for nothing. CSV: time, busy %, cores,
-    busiest process %, its command name."""
+    """Every second: the machine's CPU busy percent (all cores, /proc/stat), the busiest single
+    process of the run's tree (percent of one core) and the whole tree's share of the machine, so a
+    run can tell a saturated CPU, or one interpreter holding the GIL, from a GPU that waits for
+    nothing. The tree is egcfg's own long-lived processes (bench, engines, model server); sandboxed
+    runs start their own sessions and live ~30 ms, so they are what the machine's busy share holds
+    beyond the tree. CSV: time, busy %, cores, busiest process %, tree % of the machine, its name."""
     hz = os.sysconf("SC_CLK_TCK")
 
     def machine_ticks():
@@ -79,7 +81,7 @@ def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
             now_t = time.monotonic()
             busy = 100.0 * (1 - (idle - last_idle) / max(1, total - last_total))
             last_total, last_idle = total, idle
-            best, best_name = 0.0, ""
+            best, best_name, tree = 0.0, "", 0.0
             for pid in os.listdir("/proc"):
                 if not pid.isdigit():
                     continue
@@ -93,6 +95,7 @@ def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
                     continue
                 if pid in last:
                     pct = 100.0 * (ticks - last[pid]) / hz / max(1e-3, now_t - t_last)
+                    tree += pct
                     if pct > best:
                         if pid not in names:
                             try:
@@ -103,7 +106,7 @@ def _sample_cpu(path: Path, stop: threading.Event, root: int) -> None:
                 last[pid] = ticks
             t_last = now_t
             name = " ".join(best_name.replace(",", " ").split())
-            out.write(f"{time.time():.1f},{busy:.1f},{os.cpu_count()},{best:.1f},{name}\n")
+            out.write(f"{time.time():.1f},{busy:.1f},{os.cpu_count()},{best:.1f},{tree / os.cpu_count():.1f},{name}\n")
             out.flush()
 
 
@@ -117,18 +120,26 @@ def sample_lines(run: Path, prefix: str, only: list[dict] | None = None):
 
 def cpu_means(run: Path, only: list[dict] | None = None) -> dict | None:
     """Means of the cpu-*.csv samples: machine busy percent, busiest process percent (of one core)
-    and which command that was most often."""
-    rows = []
+    and which command that was most often; where sampled, egcfg's own processes' share of the
+    machine and the rest (the sandboxed runs, and anything else the machine ran)."""
+    rows, trees = [], []
     for line in sample_lines(run, "cpu", only):
-        parts = line.split(",", 4)
-        if len(parts) == 5:
-            rows.append((float(parts[1]), float(parts[3]), parts[4]))
+        parts = line.split(",")
+        if len(parts) >= 5:  # name last, commas taken out; files of before the tree column have 5
+            rows.append((float(parts[1]), float(parts[3]), ",".join(parts[5:] if len(parts) > 5 else parts[4:])))
+            if len(parts) > 5:
+                trees.append((float(parts[1]), float(parts[4])))
     if not rows:
         return None
     who = Counter(name.split(" -m ")[-1][:60] for _, _, name in rows if name).most_common(1)
-    return {"machine_busy_percent": round(sum(r[0] for r in rows) / len(rows), 1),
-            "busiest_process_percent_of_one_core": round(sum(r[1] for r in rows) / len(rows), 1),
-            "busiest_process": who[0][0] if who else None, "samples": len(rows)}
+    out = {"machine_busy_percent": round(sum(r[0] for r in rows) / len(rows), 1),
+           "busiest_process_percent_of_one_core": round(sum(r[1] for r in rows) / len(rows), 1),
+           "busiest_process": who[0][0] if who else None, "samples": len(rows)}
+    if trees:
+        tree = sum(t for _, t in trees) / len(trees)
+        out["egcfg_processes_percent_of_machine"] = round(tree, 1)
+        out["other_percent_of_machine"] = round(sum(b for b, _ in trees) / len(trees) - tree, 1)
+    return out
 
 
 def cmd_run(args) -> int:

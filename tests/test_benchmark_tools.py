@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from gpu_grid import forward_cost_model  # noqa: E402
+from gpu_grid import cpu_means, forward_cost_model  # noqa: E402
 
 
 def test_the_forward_cost_model_recovers_a_fixed_cost_and_a_rate():
@@ -18,3 +18,16 @@ def test_the_forward_cost_model_recovers_a_fixed_cost_and_a_rate():
     assert fit["forwards"] == 20 and 0 < fit["fixed_share"] < 1
     assert forward_cost_model({"shapes": shapes}, "prefill") is None  # (one shape: nothing to fit)
     assert forward_cost_model(None, "decode") is None
+
+
+def test_cpu_means_split_the_machine_between_egcfg_and_the_rest_where_sampled(tmp_path):
+    # two calls: one of before the tree column (5 fields), one with it (6 fields)
+    (tmp_path / "cpu-100.csv").write_text("1.0,80.0,16,40.0,python -m egcfg bench\n")
+    (tmp_path / "cpu-200.csv").write_text("2.0,90.0,16,50.0,30.0,python -m egcfg bench\n"
+                                          "3.0,70.0,16,30.0,20.0,python -m egcfg bench\n")
+    got = cpu_means(tmp_path)
+    assert got["machine_busy_percent"] == 80.0 and got["busiest_process_percent_of_one_core"] == 40.0
+    assert got["busiest_process"] == "egcfg bench" and got["samples"] == 3
+    assert got["egcfg_processes_percent_of_machine"] == 25.0 and got["other_percent_of_machine"] == 55.0
+    old = cpu_means(tmp_path, only=[{"start": 100}])
+    assert "egcfg_processes_percent_of_machine" not in old and old["machine_busy_percent"] == 80.0
