@@ -35,6 +35,7 @@ SYSCALL_NUMBERS = {
     "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165, "umount2": 166, "pivot_root": 155,
     "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "userfaultfd": 323,
     "personality": 135, "chroot": 161, "open_by_handle_at": 304, "socket": 41,
+    "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240,
 }
 SYSCALLS = {  # name -> arguments
     "unshare": (0x10000000,), "setns": (0, 0x10000000), "clone": (0x10000000 | 17, 0, 0, 0, 0),
@@ -44,6 +45,7 @@ SYSCALLS = {  # name -> arguments
     "umount2": (0, 0), "pivot_root": (0, 0), "kexec_load": (0, 0, 0, 0), "kexec_file_load": (-1, -1, 0, 0, 0),
     "init_module": (0, 0, 0), "finit_module": (-1, 0, 0), "userfaultfd": (0,), "personality": (0x0400000,),
     "chroot": (0,), "open_by_handle_at": (-1, 0, 0), "socket": (2, 1, 0),
+    "shmget": (0, 4096, 0o1600), "semget": (0, 1, 0o1600), "msgget": (0, 0o1600), "mq_open": (0, 0o100, 0o600, 0),
 }
 # What each must answer: EPERM from the filter (clone3: ENOSYS, so the C library uses clone).
 SYSCALL_ERRNO = {name: 38 if name == "clone3" else 1 for name in SYSCALLS}

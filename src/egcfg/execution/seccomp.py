@@ -61,6 +61,9 @@ BLOCKED: tuple[tuple[tuple[str, ...], str], ...] = (
     (("userfaultfd",), "user page-fault handling: stalls the kernel at chosen points (exploit timing)"),
     (("personality",), "every change (only the query answers): no READ_IMPLIES_EXEC, no disabled "
                        "address-space randomization for what the program executes"),
+    (("shmget", "semget", "msgget", "mq_open"),
+     "System V and POSIX IPC objects: they outlive the process that made them, so runs served one "
+     "after another by one fork server would share them (nothing in the standard library uses them)"),
     (("socket",), "every family but AF_UNIX: no network in either mode (bubblewrap also has no network "
                   "namespace interfaces; the rlimits fallback has none other)"),
     (("ioctl",), "only TIOCSTI and TIOCLINUX: typing into a terminal"),

@@ -261,17 +261,22 @@ def read_job():
     return json.loads(data)
 
 
-def stdin_as_file():
-    """The rest of stdin (after the job) as a regular file on descriptor 0, positioned at its start."""
+def read_rest():
+    """The rest of stdin (after the job): the program's own input."""
     chunks = []
     while True:
         chunk = os.read(0, 1 << 16)
         if not chunk:
             break
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def stdin_as_file(data):
+    """``data`` as a regular file on descriptor 0, positioned at its start."""
     try:
         fd = os.memfd_create("stdin")
-        view = memoryview(b"".join(chunks))
+        view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
@@ -350,10 +355,19 @@ def install_filter(program):
 
 
 def main():
+    if sys.argv[1:2] == ["serve"]:
+        confine(sys.argv)
+        serve()
+        return
     result_fd = int(sys.argv[1])
     confine(sys.argv)
     job = read_job()
-    stdin_as_file()
+    execute(job, read_rest(), result_fd)
+
+
+def execute(job, stdin, result_fd):
+    """Run one job in this process: the program, its invocation traced, the result to ``result_fd``."""
+    stdin_as_file(stdin)
     timeout = float(job.get("timeout", 2.0))
     recorder = Recorder(int(job.get("head", 40)), int(job.get("tail", 20)))
     out = CappedText(int(job.get("max_stdout", 4000)))
@@ -375,6 +389,14 @@ def main():
         builtins.exit = builtins.quit = _exit
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    # The tracer's own code after the run (describing, reporting) uses builtins the program may
+    # have replaced (builtins.len = None): they are put back as soon as the program is done.
+    pristine = dict(builtins.__dict__)
+
+    def restore_builtins():
+        if builtins.__dict__ != pristine:
+            builtins.__dict__.clear()
+            builtins.__dict__.update(pristine)
     tracing = bool(job.get("trace", True))
     invocation = job.get("invocation")
     start = _now()
@@ -395,27 +417,32 @@ def main():
                 sys.settrace(recorder.trace)
             value = eval(call, namespace)
             sys.settrace(None)
+            restore_builtins()
             result["value"] = short(value)
         else:
             result["status"] = "completed"
     except RunTimeout:
         finished.append(True)
         sys.settrace(None)
+        restore_builtins()
         result["status"] = "timeout"
     except SystemExit as exc:
         finished.append(True)
         sys.settrace(None)
+        restore_builtins()
         result["status"] = "exited"
         result["exception"] = "SystemExit: %s" % (exc.code,)
     except BaseException as exc:
         finished.append(True)
         sys.settrace(None)
+        restore_builtins()
         result["status"] = "raised"
         result["exception"] = describe(type(exc), exc)
     finally:
         finished.append(True)
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.settrace(None)
+        restore_builtins()
     out.buffer.close_decoder()
     head, tail, skipped = recorder.events()
     result.update(
@@ -426,6 +453,236 @@ def main():
     view = memoryview(payload)
     while view:
         view = view[_write(result_fd, view):]
+
+
+# -- the fork server -------------------------------------------------------------------------------
+# ``tracer.py serve LIMITS FILTER [UID]``: confined as above, then one job after another, each in a
+# fresh child forked from this pristine, already-imported interpreter (a zygote): a run costs a fork
+# instead of a new bubblewrap and interpreter (~30 ms of CPU). Between jobs every other process of
+# the sandbox is killed and /tmp emptied, so no run sees what an earlier one left. This process is
+# made non-dumpable, so a child (same uid) cannot read its memory or descriptors through /proc;
+# ptrace is refused by the filter anyway. A child may still kill it: the host then sees the channel
+# close, reports that run as crashed and starts another server. Protocol on stdin: one line
+# "JOB_BYTES STDIN_BYTES", then the job (the JSON above) and the program's stdin; on stdout one line
+# "EXIT TIMED_OUT OUT ERR REPORT" (the exit status as Popen gives it, 0/1, three byte counts) and
+# those bytes: the child's raw stdout, stderr (each capped at the job's "cap") and its result.
+
+KILL_GRACE = 1.0  # wall seconds past a job's timeout before its child is killed (as sandbox.KILL_GRACE)
+
+
+def _read_exact(n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = os.read(0, min(n - len(data), 1 << 20))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return bytes(data)
+
+
+def _read_header():
+    header = b""
+    while not header.endswith(b"\n"):
+        chunk = os.read(0, 1)
+        if not chunk:
+            raise EOFError
+        header += chunk
+        if len(header) > 64:
+            raise SystemExit("tracer: malformed frame")
+    return [int(x) for x in header.split()]
+
+
+def _set_dumpable(flag):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(ctypes.c_ulong(4), ctypes.c_ulong(flag), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _child(job, stdin, pipes):
+    """In the forked child: its own process group, the job's pipes on 1, 2 and 3, nothing else of
+    the server's open, a fresh working directory, the job's CPU limit (the server's own, set from
+    its command line, is its lifetime budget); then the job."""
+    import resource
+
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        out_w, err_w, res_w = pipes
+        high = [os.dup(fd) for fd in (out_w, err_w, res_w)]  # (above 3, so the dup2s cannot collide)
+        for target, fd in zip((1, 2, 3), high):
+            os.dup2(fd, target)
+        os.closerange(4, 1 << 16)
+        os.mkdir("/tmp/run")
+        os.chdir("/tmp/run")
+        cpu = int(-(-float(job.get("timeout", 2.0)) // 1)) + 1
+        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, soft), min(cpu + 1, hard)))
+        execute(job, stdin, 3)
+        import atexit
+
+        atexit._run_exitfuncs()  # as the interpreter's own exit would (os._exit below skips it)
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        code = 1
+        try:  # (on stderr, as an interpreter dying of it would)
+            import traceback
+
+            traceback.print_exc()
+            sys.__stderr__.flush()
+        except BaseException:
+            pass
+    os._exit(code)
+
+
+def _collect(pid, fds, cap, deadline):
+    """Read the child's three pipes (stdout and stderr capped at ``cap``, the result at 8 MiB) until
+    they close and it exits, or until ``deadline``. Returns (exit status as Popen gives it, timed
+    out, [out, err, report])."""
+    import selectors
+
+    caps = (cap, cap, 8 << 20)
+    bufs = [bytearray(), bytearray(), bytearray()]
+    sel = selectors.DefaultSelector()
+    for i, fd in enumerate(fds):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ, i)
+    try:  # readable when the child exits: no polling for its end (a run is a few ms)
+        exit_fd = os.pidfd_open(pid)
+        sel.register(exit_fd, selectors.EVENT_READ, "exit")
+    except (AttributeError, OSError):
+        exit_fd = None
+    status, timed_out, open_reads, exited_at = None, False, 3, None
+    while True:
+        now = _now()
+        if status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = -os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else os.WEXITSTATUS(raw)
+                exited_at = now
+        if open_reads == 0 and status is not None:
+            break
+        if exited_at is not None and now - exited_at > 0.2:
+            break  # the child is gone; something it left holds a pipe open (killed below)
+        if now >= deadline:
+            timed_out = True
+            break
+        wait = 0.001 if exit_fd is None and open_reads == 0 else 0.05
+        for key, _ in sel.select(timeout=min(wait if exited_at is None else 0.01, max(0.0, deadline - now))):
+            if key.data == "exit":
+                sel.unregister(exit_fd)
+                continue
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sel.unregister(key.fd)
+                open_reads -= 1
+                continue
+            buf = bufs[key.data]
+            if len(buf) < caps[key.data]:
+                buf += chunk[: caps[key.data] - len(buf)]
+    sel.close()
+    if exit_fd is not None:
+        os.close(exit_fd)
+    return status, timed_out, bufs
+
+
+def _clean_up(own):
+    """Kill every process of the sandbox but bubblewrap's init and this one, reap this one's
+    children, and empty /tmp: the next job starts from nothing an earlier one left."""
+    import signal as sig
+
+    for _ in range(200):
+        try:
+            os.kill(-1, sig.SIGKILL)  # (in the PID namespace: all but init and the caller)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        left = [p for p in os.listdir("/proc") if p.isdigit() and p not in ("1", own)]
+        if not left:
+            break
+        time.sleep(0.002)
+    else:
+        raise SystemExit("tracer: processes of an earlier run survive; the server stops")
+
+    # Depth first, making each directory the run left writable and searchable first (chmod 0 on
+    # one is an ordinary thing for a program to do). A tree too deep for this ends the server.
+    stack = [os.path.join("/tmp", entry) for entry in os.listdir("/tmp")]
+    empty = []
+    while stack:
+        path = stack.pop()
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            empty.append(path)
+            stack.extend(os.path.join(path, entry) for entry in os.listdir(path))
+        else:
+            os.unlink(path)
+    for path in reversed(empty):
+        os.rmdir(path)
+    if os.listdir("/tmp"):
+        raise SystemExit("tracer: /tmp could not be emptied; the server stops")
+
+
+def serve():
+    """Jobs from stdin, one at a time, each in a forked child; answers on stdout."""
+    import resource
+
+    _set_dumpable(0)
+    own = str(os.getpid())
+    if own == "1" or not os.path.exists("/proc/1") or os.getpid() > 16:
+        # Cleaning up with kill(-1) is only safe inside a PID namespace of its own (bubblewrap's).
+        raise SystemExit("tracer: the fork server runs only as a small pid of its own PID namespace")
+    channel = os.dup(1)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 1)  # (what it would print by mistake must not corrupt the channel)
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    while True:
+        try:
+            job_len, stdin_len = _read_header()
+            job = json.loads(_read_exact(job_len))
+            stdin = _read_exact(stdin_len)
+        except EOFError:
+            return
+        fds = [os.pipe() for _ in range(3)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(channel)
+            for r, _ in fds:
+                os.close(r)
+            _child(job, stdin, [w for _, w in fds])
+        for _, w in fds:
+            os.close(w)
+        deadline = _now() + float(job.get("timeout", 2.0)) + KILL_GRACE
+        status, timed_out, bufs = _collect(pid, [r for r, _ in fds], int(job.get("cap", 1 << 16)), deadline)
+        for r, _ in fds:
+            os.close(r)
+        _clean_up(own)
+        if status is None:
+            status = -9  # killed by the clean-up (timed out, or left its pipes to a survivor)
+        frame = b"%d %d %d %d %d\n" % (status, int(timed_out), *(len(b) for b in bufs)) + b"".join(bytes(b) for b in bufs)
+        view = memoryview(frame)
+        while view:
+            view = view[_write(channel, view):]
 
 
 if __name__ == "__main__":
