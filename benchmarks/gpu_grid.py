@@ -388,6 +388,23 @@ def forward_cost_model(replay: dict | None, kind: str) -> dict | None:
             "fixed_share": round(float(fixed) * n / 1e3 / total, 2) if total else None}
 
 
+OUTCOMES = {"returned": "Result: returned", "finished": "Result: finished", "raised": "Result: raised",
+            "timeout": "Result: timed out", "exited": "Result: exited early", "crashed": "Result: crashed",
+            "could not run": "Result: could not run"}
+
+
+def run_outcomes(db) -> dict:
+    """How the candidates' traced runs ended, counted in the signals the run stored: a sandbox that
+    fails (every run crashing) would otherwise read as a fast run."""
+    counts = Counter()
+    for (lines,) in db.execute("SELECT lines FROM attempts"):
+        for line in json.loads(lines):
+            text = line.get("signal") or ""
+            for name, mark in OUTCOMES.items():
+                counts[name] += text.count(mark)
+    return dict(counts)
+
+
 def cmd_summarize(args) -> int:
     run = Path(args.run)
     calls = [json.loads(line) for line in (run / "calls.jsonl").read_text().splitlines() if line.strip()]
@@ -441,6 +458,7 @@ def cmd_summarize(args) -> int:
         "prefill_tokens_per_second_from_attempts_all_calls": round(stats["tokens_prefilled"] / wall),
         "gpu_busy_percent": busy_profiled, "gpu_busy_percent_all_calls": busy, "gpu_samples": n_samples,
         "cpu": cpu_means(run, profiled),
+        "candidate_run_outcomes": run_outcomes(db),
         "raw_tokens_per_second_same_batch": round((generated + prefilled) / replay["forward_seconds"]) if replay else None,
         "raw_forward_seconds": replay["forward_seconds"] if replay else None,
         "efficiency": round(replay["forward_seconds"] / profiled_wall, 3) if replay else None,

@@ -31,3 +31,18 @@ def test_cpu_means_split_the_machine_between_egcfg_and_the_rest_where_sampled(tm
     assert got["egcfg_processes_percent_of_machine"] == 25.0 and got["other_percent_of_machine"] == 55.0
     old = cpu_means(tmp_path, only=[{"start": 100}])
     assert "egcfg_processes_percent_of_machine" not in old and old["machine_busy_percent"] == 80.0
+
+
+def test_run_outcomes_count_how_the_signals_runs_ended():
+    import json
+    import sqlite3
+
+    from gpu_grid import run_outcomes
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE attempts (lines TEXT)")
+    lines = [{"signal": "Trace:\nResult: returned 3\n...\nResult: crashed (the sandbox server stopped)"},
+             {"signal": None}, {"signal": "Result: timed out (possible infinite loop)"}]
+    db.execute("INSERT INTO attempts VALUES (?)", (json.dumps(lines),))
+    got = run_outcomes(db)
+    assert got["returned"] == 1 and got["crashed"] == 1 and got["timeout"] == 1 and got["raised"] == 0

@@ -119,3 +119,16 @@ def test_the_server_refuses_to_serve_outside_its_own_pid_namespace(tmp_path):
     got = subprocess.run([sys.executable, "-I", "-S", str(TRACER), "serve", *_tracer_args(Limits(), None, cpu=60)],
                          input=b"", capture_output=True, timeout=30, cwd=tmp_path)
     assert got.returncode != 0 and b"PID namespace" in got.stderr
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the uid drop happens only when egcfg runs as root")
+def test_many_servers_at_once_do_not_share_one_process_limit():
+    # Each idle server is a process; were they all one uid, RLIMIT_NPROC (which counts a uid's
+    # processes machine-wide) would refuse their forks once there are more servers than the limit.
+    with Sandbox(Limits(timeout=2.0, processes=4), workers=8) as sb:
+        slow = [Job(f"import time\ntime.sleep(0.3)\n# {i}\n", trace=False) for i in range(8)]
+        assert {r.status for r in sb.run_many(slow)} == {"completed"}
+        again = sb.run_many([Job(f"import threading\nt = threading.Thread(target=print, args=({i},))\nt.start()\n"
+                                 f"t.join()\n", trace=False) for i in range(8)])
+        assert [r.status for r in again] == ["completed"] * 8, again[0]
+        assert [r.stdout.strip() for r in again] == [str(i) for i in range(8)]

@@ -123,15 +123,18 @@ def test_limits_are_set_in_every_mode(mode):
     program = ("import resource\ndef f():\n    print([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "
                "for n in ('AS', 'CPU', 'NPROC', 'FSIZE', 'NOFILE', 'CORE')])\n")
     with Sandbox(limits, warm=1, mode=mode) as sb:
-        runs = [sb.run(program, "f()") for _ in range(2)]  # a pre-started process, then a fresh one
+        # a pre-started process (or a fork server's run), then a fresh one (or another served run)
+        runs = [sb.run(program, "f()") for _ in range(2)]
         longer = sb.run(program, "f()", timeout=5.0)      # longer than the default: started fresh
-    for r, cpu in ((runs[0], 3), (runs[1], 3), (longer, 6)):
+        served = sb.fork_server
+    for r, cpu, own_uid in ((runs[0], 3, served), (runs[1], 3, served), (longer, 6, False)):
         assert r.status == "returned", r
         got = ast.literal_eval(r.stdout.strip())
         assert got[0] == (512 * MB, 512 * MB)
         assert got[1] == (cpu, cpu + 1)
         if os.geteuid() == 0:
-            assert got[2] == (20, 20)
+            # a fork server's uid also counts the server: one more, the same 19 for the program
+            assert got[2] == ((21, 21) if own_uid else (20, 20))
         else:
             assert 20 <= got[2][0] < 100_000  # plus the user's own processes, which it counts too
         assert got[3] == (3 * MB, 3 * MB)

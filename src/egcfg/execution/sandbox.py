@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -65,6 +66,10 @@ log = logging.getLogger(__name__)
 
 TRACER = Path(__file__).with_name("tracer.py")
 NOBODY = 65534
+# Fork servers run as a uid of their own each (first, count): a range no account uses. RLIMIT_NPROC
+# counts a uid's processes machine-wide, so with one shared uid every idle server would count
+# against every other's limit (and their forks fail once there are more servers than it allows).
+SERVER_UIDS = (2_000_000_000, 100_000_000)
 # Extra wall time after the in-process timer before the whole process tree is killed.
 KILL_GRACE = 1.0
 MODES = ("bubblewrap", "rlimits", "rlimits-unsafe")
@@ -289,7 +294,9 @@ def sandbox_user(mode: str | None = None) -> str:
     mode = mode or isolation()
     drop_to, python, why = _run_as(mode)
     if drop_to is not None:
-        return f"uid {NOBODY} (dropped from root)" + ("" if python == _python() else f", interpreter {python}")
+        served = (f"; fork servers: a uid of their own each, from {SERVER_UIDS[0]}"
+                  if mode == "bubblewrap" and os.environ.get("EGCFG_FORK_SERVER", "1").strip() != "0" else "")
+        return f"uid {NOBODY} (dropped from root)" + ("" if python == _python() else f", interpreter {python}") + served
     if not why:
         return f"uid {os.geteuid()}"
     if mode == "rlimits-unsafe":
@@ -379,6 +386,7 @@ class Sandbox:
             fork_server = os.environ.get("EGCFG_FORK_SERVER", "1").strip() != "0"
         self.fork_server = fork_server and self.mode == "bubblewrap"
         self._servers: list[ForkServer] = []  # idle ones (each in use is held by one thread)
+        self._next_uid = random.SystemRandom().randrange(SERVER_UIDS[1])  # (two sandboxes rarely meet)
         self.warm = (0 if self.fork_server else self.workers) if warm is None else warm
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="egcfg-run")
         self._ready: list[_Started] = []
@@ -482,9 +490,15 @@ class Sandbox:
 
     def _new_server(self) -> ForkServer:
         limits = self.limits
+        drop_to = None
+        if self._drop_to is not None:
+            with self._lock:
+                drop_to = SERVER_UIDS[0] + self._next_uid % SERVER_UIDS[1]
+                self._next_uid += 1
+            limits = replace(limits, processes=limits.processes + 1)  # (the server is one of its uid's)
         cmd = (_bwrap_prefix(shutil.which("bwrap"), limits.tmp_mb)
                + [_sandbox_python_path(), "-I", "-S", "-B", "/egcfg/tracer.py", "serve"]
-               + _tracer_args(limits, self._drop_to, cpu=SERVE_CPU_SECONDS))
+               + _tracer_args(limits, drop_to, cpu=SERVE_CPU_SECONDS))
         return ForkServer(cmd)
 
     def _take(self) -> _Started | None:
