@@ -30,7 +30,6 @@ import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -63,13 +62,6 @@ def serve(spec: str, options: dict, conns: list, status, profile_to: str | None)
     info = {"tokenizer": model.tokenizer_args, "n_ctx": model.n_ctx, "n_vocab": model.n_vocab,
             "name": model.name, "source": model.source, "describe": {**model.describe(), "server": True}}
     status.put(("ready", os.getpid()))
-    # The batcher thread releases the GIL in every torch call; with one receiving and one sending
-    # thread per worker runnable, getting it back can take a whole switch interval (5 ms by
-    # default), a convoy measured as ~1 ms per KV slot copy (py-spy). A shorter interval hands it
-    # back sooner. EGCFG_SERVER_SWITCH_INTERVAL (seconds) sets it; unset keeps Python's default.
-    interval = os.environ.get("EGCFG_SERVER_SWITCH_INTERVAL", "").strip()
-    if interval:
-        sys.setswitchinterval(float(interval))
     stop = threading.Event()
     name = f"profile-{os.getpid()}-{int(time.time())}.json"
 
