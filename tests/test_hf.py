@@ -436,3 +436,26 @@ def test_lines_decoded_in_a_model_server_hand_the_rule_back(hf_model):
         remote.close()
     finally:
         hf_server.stop(proc)
+
+
+def test_copy_slots_fork_into_runs_and_gaps_alike(hf_model):
+    m = hf_model
+    m.give_slots(m.take_slots(5))
+    taken = m.take_slots(5)  # (a batch just given back comes back as an ascending run)
+    try:
+        assert taken == sorted(taken)
+        src, dsts = taken[0], [taken[4], taken[1], taken[2]]  # a run of two, and one apart
+        with torch.inference_mode():
+            m.kv[:, :, src, :, :40] = torch.randn_like(m.kv[:, :, src, :, :40])
+            m.next_logits[src] = torch.randn_like(m.next_logits[src])
+            m.kv[:, :, taken[3]] = 0
+        m.copy_slots(src, dsts, 40)
+        for d in dsts:
+            assert torch.equal(m.kv[:, :, d, :, :40], m.kv[:, :, src, :, :40])
+            assert torch.equal(m.next_logits[d], m.next_logits[src])
+        assert not m.kv[:, :, taken[3]].any()  # the gap is untouched
+    finally:
+        m.give_slots(taken)
+    again = m.take_slots(5)
+    m.give_slots(again)
+    assert again == sorted(taken)  # given back, they come back as the same run

@@ -296,7 +296,9 @@ class HFModel(UsesTokenizer, ModelLifetime):
 
     def give_slots(self, slots: list[int]) -> None:
         with self._slot_lock:
-            self._free.extend(slots)
+            # highest first, so that the next take_slots (which pops from the end) gets them back
+            # as an ascending run: forks into consecutive slots are one copy (copy_slots)
+            self._free.extend(sorted(slots, reverse=True))
 
     # -- the forward pass --------------------------------------------------------------------------
     def forward(self, rows: list[tuple[int, int, list[int]]]) -> None:
@@ -386,10 +388,25 @@ class HFModel(UsesTokenizer, ModelLifetime):
         host.copy_(logits)
         return host.numpy()
 
-    @torch.inference_mode()
     def copy_slot(self, src: int, dst: int, n: int) -> None:
-        self.kv[:, :, dst, :, :n] = self.kv[:, :, src, :, :n]
-        self.next_logits[dst] = self.next_logits[src]
+        self.copy_slots(src, [dst], n)
+
+    @torch.inference_mode()
+    def copy_slots(self, src: int, dsts: list[int], n: int) -> None:
+        """The first ``n`` cached positions and the next-token logits of slot ``src`` into every
+        slot of ``dsts``: one broadcast copy per run of consecutive slots (a fork's candidates
+        usually are one run: take_slots hands out, and give_slots takes back, ascending runs),
+        instead of two copies per slot, each a launch on the batcher thread."""
+        order = sorted(dsts)
+        i = 0
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and order[j] == order[j - 1] + 1:
+                j += 1
+            a, b = order[i], order[j - 1] + 1
+            self.kv[:, :, a:b, :, :n] = self.kv[:, :, src:src + 1, :, :n]
+            self.next_logits[a:b] = self.next_logits[src:src + 1]
+            i = j
 
 
 class HFSession(TrackedSession):

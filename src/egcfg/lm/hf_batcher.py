@@ -247,8 +247,7 @@ class Batcher:
         base, n = req.rows[0]
         slots, temperature, top_p, horizon, max_tokens, rng, n_ctx = req.job
         try:
-            for slot in slots:
-                self.model.copy_slot(base, slot, n)
+            self.model.copy_slots(base, slots, n)
         except Exception as exc:
             req.error = as_error(exc)
             req.finish()
