@@ -61,6 +61,7 @@ from pathlib import Path
 from ..errors import EgcfgError
 from . import seccomp
 from .forkserver import SERVE_CPU_SECONDS, ForkServer, ServerGone
+from .tracer import read_capped  # (the tracer is standard library only: importable on both sides)
 
 log = logging.getLogger(__name__)
 
@@ -606,19 +607,9 @@ def _communicate(proc, payload: bytes, result_fd: int, deadline_s: float, cap: i
                     sel.unregister(stdin_fd)
                     proc.stdin.close()
                 continue
-            try:
-                chunk = os.read(key.fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError:
-                chunk = b""
-            if not chunk:
+            if not read_capped(key.fd, bufs[name], caps[name]):
                 sel.unregister(key.fd)
                 open_reads -= 1
-                continue
-            buf = bufs[name]
-            if len(buf) < caps[name]:
-                buf += chunk[: caps[name] - len(buf)]
     sel.close()
     if not proc.stdin.closed:
         try:

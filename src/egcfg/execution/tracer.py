@@ -580,23 +580,30 @@ def _collect(pid, fds, cap, deadline):
             if key.data == "exit":
                 sel.unregister(exit_fd)
                 continue
-            try:
-                chunk = os.read(key.fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError:
-                chunk = b""
-            if not chunk:
+            if not read_capped(key.fd, bufs[key.data], caps[key.data]):
                 sel.unregister(key.fd)
                 open_reads -= 1
-                continue
-            buf = bufs[key.data]
-            if len(buf) < caps[key.data]:
-                buf += chunk[: caps[key.data] - len(buf)]
     sel.close()
     if exit_fd is not None:
         os.close(exit_fd)
     return status, timed_out, bufs
+
+
+def read_capped(fd, buf, cap):
+    """Read what the non-blocking ``fd`` has into ``buf``, keeping at most ``cap`` bytes (the rest
+    is read and dropped, so the writer never blocks); False at its end. Shared with the host side
+    (sandbox.py), which reads a run's pipes the same way."""
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return True
+    except OSError:
+        chunk = b""
+    if not chunk:
+        return False
+    if len(buf) < cap:
+        buf += chunk[: cap - len(buf)]
+    return True
 
 
 def _clean_up(own):
