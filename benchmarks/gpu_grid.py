@@ -1,4 +1,5 @@
-"""The agent grid on one GPU: MBPP's 500 tasks, the first N agents of the paper grid, measured.
+"""The agent grid on one GPU: MBPP's 500 tasks (or another benchmark: ``run --benchmark``), the first
+N agents of the paper grid, measured.
 
 Three steps, the first two on the GPU machine (the `device` tool), the last one here:
 
@@ -8,7 +9,7 @@ Three steps, the first two on the GPU machine (the `device` tool), the last one 
     python benchmarks/gpu_grid.py summarize RUN --cpu-greedy benchmarks/results/runs/mbpp100-baseline.json \\
         --cpu-egcfg benchmarks/results/runs/mbpp20-egcfg-fixed-isa.json
 
-``run`` runs (or resumes) ``egcfg bench mbpp`` in RUN for at most ``--limit-seconds`` (then SIGTERM
+``run`` runs (or resumes) ``egcfg bench mbpp`` (``--benchmark``) in RUN for at most ``--limit-seconds`` (then SIGTERM
 stops it like Ctrl-C: results kept, --resume continues), with nvidia-smi sampling the GPU every second into
 ``RUN/util-<start>.csv``; each call's start and end go to ``RUN/calls.jsonl``. The hf backend leaves
 its profile in ``RUN/profile-<pid>.json``: forwards by kind and shape, tokens, seconds per phase.
@@ -153,7 +154,7 @@ def cmd_run(args) -> int:
     except FileNotFoundError:  # (a dry run on a machine without a GPU: no utilization samples)
         smi = None
     resume = ["--resume"] if (run / "results.sqlite").exists() else []
-    cmd = [sys.executable, "-m", "egcfg", "bench", "mbpp", "--out", str(run), "--agents", str(args.agents),
+    cmd = [sys.executable, "-m", "egcfg", "bench", args.benchmark, "--out", str(run), "--agents", str(args.agents),
            "--model", args.model, "--concurrency", str(args.concurrency), "--workers", str(args.workers),
            "--no-progress", *resume, *args.extra]
     print(" ".join(cmd), flush=True)
@@ -412,7 +413,7 @@ def cmd_summarize(args) -> int:
     meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
     agents = [a["name"] for a in meta["agents"]]
     n_done, solved = db.execute("SELECT count(*), sum(passed_hidden) FROM tasks").fetchone()
-    planned = args.planned
+    planned = args.planned or len(meta.get("task_ids") or []) or 500
     last_task, = db.execute("SELECT max(created) FROM tasks").fetchone()
     # wall: every call's length, the last one up to its last finished task (not its idle end)
     wall = sum(c["end"] - c["start"] for c in calls[:-1]) + (min(calls[-1]["end"], last_task or calls[-1]["end"]) - calls[-1]["start"])
@@ -447,7 +448,8 @@ def cmd_summarize(args) -> int:
     # the same rates from the attempts' own counts, over the whole run (every call)
     attempt_generated = stats["tokens_decoded"] + stats["candidate_tokens"]
     section = {
-        "benchmark": "mbpp (test split)", "agents": len(agents), "tasks": n_done, "tasks_planned": planned,
+        "benchmark": "mbpp (test split)" if meta.get("benchmark", "mbpp") == "mbpp" else meta["benchmark"],
+        "method": meta.get("method", "egcfg"), "agents": len(agents), "tasks": n_done, "tasks_planned": planned,
         "finished": n_done >= planned, "calls": len(calls),
         "minutes": round(wall / 60, 2),
         "minutes_projected_all_tasks": round(wall / 60 * planned / max(1, n_done), 1) if n_done < planned else None,
@@ -525,12 +527,13 @@ def main() -> int:
     r.add_argument("--concurrency", type=int, default=256)
     r.add_argument("--workers", type=int, default=1)
     r.add_argument("--limit-seconds", type=float, default=540)
+    r.add_argument("--benchmark", default="mbpp", help="what egcfg bench runs (humaneval-plus, mbpp-plus, ...)")
     p = sub.add_parser("replay")
     p.add_argument("run")
     p.add_argument("--model", required=True)
     s = sub.add_parser("summarize")
     s.add_argument("run")
-    s.add_argument("--planned", type=int, default=500)
+    s.add_argument("--planned", type=int, help="tasks planned (default: the run's own task list)")
     s.add_argument("--cpu-greedy")
     s.add_argument("--cpu-egcfg")
     s.add_argument("--section", default="gpu_grid")
