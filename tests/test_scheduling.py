@@ -144,3 +144,31 @@ def test_packed_prefills_keep_the_oldest_in_every_forward_within_the_budget():
     # next in line go first; slot 2 rides with slot 0's second chunk; slot 0's last 76 tokens alone
     assert shapes == [[(0, 0, 512), (1, 0, 10)], [(0, 512, 512), (2, 0, 300)], [(0, 1024, 76)]], shapes
     assert int(reqs[2].result.argmax()) == 3  # a fetched prefill gets its own row's logits
+
+
+def test_sampling_rows_are_its_picks_as_torch_picks_rows_with_the_same_draws():
+    import numpy as np
+
+    from egcfg.candidates import Sampling
+    from egcfg.lm import torch_picks
+
+    for temperature in (0.0, 0.7):
+        a = Sampling(None, [4, 5, 6], temperature, 0.95, 2, 100, np.random.default_rng(3))
+        b = Sampling(None, [4, 5, 6], temperature, 0.95, 2, 100, np.random.default_rng(3))
+        for order in ([4, 5, 6], [6, 4], [5]):
+            slot_of = lambda s: s + 10  # noqa: E731
+            assert a.rows(order, slot_of) == torch_picks.rows_of(b.picks(order), slot_of)
+        assert a.rng.random() == b.rng.random()  # (and the generators agree afterwards)
+
+
+def test_a_request_made_for_a_waiter_after_it_finished_reads_done():
+    from egcfg.lm.hf_batcher import Request
+
+    r = Request("pick")
+    r.finish()
+    assert r.done.is_set() and r.done.wait(0)
+    late = Request("pick")
+    event = late.done
+    assert not event.is_set()
+    late.finish()
+    assert event.is_set()

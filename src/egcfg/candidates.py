@@ -41,6 +41,17 @@ class Sampling:
         return [Pick(seq, temperature=t, top_p=self.top_p, u=float(self.rng.random()) if t > 0 else 0.0)
                 for seq in order]
 
+    def rows(self, order: list[int], slot_of) -> list[tuple]:
+        """``picks(order)`` as ``torch_picks`` rows (seqs mapped to slots by ``slot_of``), the draws
+        taken in one call: the same uniforms in the same order (numpy's ``random(n)`` is ``n``
+        calls of ``random()``), without a Pick per row, for the batcher thread, which makes one
+        row per live candidate per step."""
+        t, top_p = float(self.temperature), float(self.top_p)
+        if t > 0:
+            return [("sample", slot_of(seq), -1, 0.0, t, top_p, u)
+                    for seq, u in zip(order, self.rng.random(len(order)).tolist())]
+        return [("greedy", slot_of(seq), -1, 0.0, t, top_p, 0.0) for seq in order]
+
     def took(self, order: list[int], tokens: list[int], stepped: bool) -> dict[int, int]:
         """The picked ``tokens`` of ``order``; ``stepped``: they were picked after a step (not the
         first picks from the fork). Returns the feeds of the next step: {seq: token} of the

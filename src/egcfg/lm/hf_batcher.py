@@ -56,6 +56,9 @@ def as_error(exc: Exception) -> EgcfgError:
     return exc if isinstance(exc, EgcfgError) else BackendFailure(f"hf backend: {type(exc).__name__}: {exc}")
 
 
+_EVENTS = threading.Lock()  # (a request's lazy Event against its finish: see Request.done)
+
+
 class Request:
     """kind "step": rows (slot, position, [token]); "prefill": one row (slot, start, tokens);
     "copy": (src, dst, n); "pick": picks only; "read": the logits of ``rows`` slots to the host;
@@ -67,20 +70,38 @@ class Request:
     ``picks`` (torch_picks rows) are chosen after the request's own forward; ``fetch`` asks for the
     logits on the host as well (tests and the contract need them; decoding does not)."""
 
-    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "done", "result", "error", "on_done", "offset", "job")
+    __slots__ = ("kind", "rows", "copy", "picks", "fetch", "_done", "finished", "result", "error", "on_done", "offset", "job")
 
     def __init__(self, kind: str, rows=None, copy=None, picks=None, fetch: bool = False, on_done=None, job=None):
         self.kind, self.rows, self.copy, self.picks, self.fetch = kind, rows, copy, picks, fetch
         # kind "sample": (slots, temperature, top_p, horizon, max_tokens, rng, n_ctx); "line": see above
         self.job = job
-        self.done = threading.Event()
+        # Made only for a caller that waits (call, or a test): most requests are the batcher's own
+        # steps and the model server's, answered through on_done (an Event is a lock and a
+        # condition to build: 9% of the thread's time, batcher_host.py).
+        self._done: threading.Event | None = None
+        self.finished = False
         self.result = None
         self.error = None
         self.on_done = on_done  # called with the request once it is done (the model server's reply)
         self.offset = 0  # a prefill: how many of its tokens are in the cache already
 
+    @property
+    def done(self) -> threading.Event:
+        """Set once the request is done (made on first use; see __init__)."""
+        with _EVENTS:
+            if self._done is None:
+                self._done = threading.Event()
+                if self.finished:
+                    self._done.set()
+            return self._done
+
     def finish(self) -> None:
-        self.done.set()
+        with _EVENTS:
+            self.finished = True
+            event = self._done
+        if event is not None:
+            event.set()
         if self.on_done is not None:
             self.on_done(self)
 
@@ -134,7 +155,7 @@ class Batcher:
     @staticmethod
     def _fail(requests: list[Request], error: Exception) -> None:
         for r in requests:
-            if not r.done.is_set():
+            if not r.finished:
                 r.error = error
                 r.finish()
 
@@ -353,7 +374,7 @@ class Batcher:
             for r, _ in group:
                 r.error = error
                 r.finish()
-            self._prefilling = [r for r in self._prefilling if not r.done.is_set()]
+            self._prefilling = [r for r in self._prefilling if not r.finished]
             return
         for i, (r, row) in enumerate(group):
             r.offset += len(row[2])
@@ -361,7 +382,7 @@ class Batcher:
                 # (a copy, not a view: a view would pin the whole block)
                 r.result = host[i].copy() if r.fetch else None
                 r.finish()
-        self._prefilling = [r for r in self._prefilling if not r.done.is_set()]
+        self._prefilling = [r for r in self._prefilling if not r.finished]
 
     def _run_steps(self, steps: list[Request]) -> list[Request]:
         """One forward (or a few, of ``max_rows`` rows) for every pending step; the requests that
@@ -404,7 +425,7 @@ class _Candidates:
 
     def first_picks(self) -> Request:
         slots = self.job.seqs
-        return Request("pick", picks=torch_picks.rows_of(self.job.picks(slots), int),
+        return Request("pick", picks=self.job.rows(slots, int),
                        on_done=lambda r: self._took(slots, r, stepped=False))
 
     def next_step(self) -> Request | None:
@@ -417,7 +438,7 @@ class _Candidates:
             self._end(error=ContextFull(self.n_ctx, pos + 1))
             return None
         return Request("step", rows=[(slot, pos, [feeds[slot]]) for slot in order],
-                       picks=torch_picks.rows_of(self.job.picks(order), int),
+                       picks=self.job.rows(order, int),
                        on_done=lambda r: self._took(order, r, stepped=True))
 
     def _took(self, order: list[int], r: Request, stepped: bool) -> None:
