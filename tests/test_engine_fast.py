@@ -210,3 +210,41 @@ def test_a_program_that_ends_at_the_model_context_is_kept_and_one_that_goes_on_i
                     gen.run(0.0)
         finally:
             gen.close()
+
+
+@pytest.mark.parametrize("stop_at", ["sampling", "execution"])
+def test_a_stop_during_a_refresh_ends_the_attempt_before_its_next_phase(sandbox, stop_at):
+    # a stop that comes while the candidates are sampled runs none of them; one that comes while
+    # they run prefills no signal: the refresh polls ``cancelled`` after each of its phases
+    stop = []
+
+    class StoppingSession(RecordingSession):
+        def fork(self, src, dst):
+            if dst >= 2 and stop_at == "sampling":  # (a candidate's fork: FIRST_CANDIDATE)
+                stop.append(1)
+            return super().fork(src, dst)
+
+    class StoppingModel(RecordingModel):
+        def session(self, n_seqs):
+            self.last = StoppingSession(self)
+            return self.last
+
+    class StoppingSandbox:
+        def run_many(self, jobs):
+            if stop_at == "execution":
+                stop.append(1)
+            return sandbox.run_many(jobs)
+
+        def __getattr__(self, name):
+            return getattr(sandbox, name)
+
+    model = StoppingModel(SCRIPT)
+    gen = Generator(model, TASK, Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=40, seed=1,
+                                        accept_candidates=False), StoppingSandbox(), explain=True)
+    try:
+        result = gen.run(1.0, cancelled=lambda: bool(stop))
+    finally:
+        gen.close()
+    assert result.stop_reason == "cancelled"
+    assert (result.stats.executions == 0) == (stop_at == "sampling")
+    assert not [seq for seq, _ in model.last.syncs if seq == DYN]  # no signal prefilled

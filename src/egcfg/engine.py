@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 FIRST_CANDIDATE = 2  # (SOL 0 and DYN 1: decoding.py)
 
 
+class _Cancelled(Exception):
+    """Raised inside a refresh when ``cancelled`` turns true between its phases: a refresh is the
+    longest stretch between line boundaries (seconds on a CPU), so a stop (Ctrl-C, SIGTERM, another
+    agent's pass) is seen after the candidates are sampled and after they are run, not only at the
+    next line."""
+
+
 @dataclass
 class _Branches:
     """The state of one attempt between lines. ``rule`` (decoding.Rule): whether DYN holds the
@@ -79,6 +86,7 @@ class Generator:
         # and attempts of a solve (a program is checked once); the one accepted in this attempt
         self._checked: dict[str, list[dict]] = {}
         self._accepted: str | None = None
+        self._cancelled: Callable[[], bool] = lambda: False  # (run's, for the refresh's phases)
 
     def session(self):
         """The backend session, kept across the attempts of a solve (same prompt, warm caches)."""
@@ -106,6 +114,7 @@ class Generator:
         traces = traces or TracedRuns(self.sandbox, self.task, stats)
         traces.stats = stats
         self._traces = traces
+        self._cancelled = cancelled or (lambda: False)
         has_tests = bool(self.task.tests or self.task.io_tests)
         self._accepted = None
         guide = has_tests and sample_seed is None and (gamma != 0.0 or cfg.always_refresh)  # nothing to execute: nothing to guide with
@@ -140,7 +149,11 @@ class Generator:
                     stop_reason = "cancelled"
                     break
                 if lines.at_boundary and lines.active and guide and not b.rule.guided:
-                    self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
+                    try:
+                        self._refresh_line(session, b, generated, bytes(lines.text), rng, stats)
+                    except _Cancelled:
+                        stop_reason = "cancelled"
+                        break
                     if self._accepted is not None:  # a candidate passed every visible test
                         stop_reason = "candidate"
                         break
@@ -238,6 +251,8 @@ class Generator:
         t0 = time.perf_counter()
         programs = self._sample_programs(session, code_so_far, rng, stats)
         stats.seconds_sampling += time.perf_counter() - t0
+        if self._cancelled():
+            raise _Cancelled
         runs = self._traces.run(programs) if programs else []
         if cfg.accept_candidates:
             self._accepted = self._passing_candidate(runs, stats)
@@ -247,6 +262,8 @@ class Generator:
         record = LineRecord(line=line_no, candidates=programs, signal=signal)
         if signal is None:
             return False, record
+        if self._cancelled():
+            raise _Cancelled
         t0 = time.perf_counter()
         dyn = self.prefix + self.model.tokenize(self.parts.signal_segment(signal)) + self.suffix + generated
         before = session.stats.prefilled
