@@ -452,7 +452,8 @@ def cmd_summarize(args) -> int:
         "method": meta.get("method", "egcfg"), "agents": len(agents), "tasks": n_done, "tasks_planned": planned,
         "finished": n_done >= planned, "calls": len(calls),
         "minutes": round(wall / 60, 2),
-        "minutes_projected_all_tasks": round(wall / 60 * planned / max(1, n_done), 1) if n_done < planned else None,
+        # (a lower bound: tasks finish easiest first, the unfinished ones are the hardest)
+        "minutes_projected_all_tasks_at_least": round(wall / 60 * planned / max(1, n_done), 1) if n_done < planned else None,
         "profiled_calls": len(profiled), "profiled_minutes": round(profiled_wall / 60, 2),
         "generated_tokens_per_second": round(generated / profiled_wall),
         "prefill_tokens_per_second": round(prefilled / profiled_wall),
