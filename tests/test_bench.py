@@ -227,7 +227,9 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
                         ("procs", ["--concurrency", "2", "--workers", "2"]),
                         ("procs-no-server", ["--concurrency", "2", "--workers", "2"])):
         out = tmp_path / name
-        spec = "hf:embedded?n_ctx=2048" + ("&server=off" if name.endswith("no-server") else "")
+        # procs: two model servers, one per worker (server=2); one server for two workers is run by
+        # the test below
+        spec = "hf:embedded?n_ctx=2048" + {"procs": "&server=2", "procs-no-server": "&server=off"}.get(name, "")
         proc = _bench(["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/11,Mbpp/12,Mbpp/13", "--method", "baseline",
                        "--max-tokens", "48", "--model", spec, "--out", str(out), "--no-progress", *extra])
         stdout, stderr = proc.communicate(timeout=900)
@@ -238,10 +240,10 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
     assert rows["conc"] == rows["seq"]  # float32 on CPU: batching rows together changes nothing
     assert rows["procs"] == rows["seq"]  # two processes of two task threads: each task stored once
     assert rows["procs-no-server"] == rows["seq"]
-    # The workers shared one model server (hf_server.py): its profile is the only one, and it ran
-    # the forwards of both workers' sessions; with server=off each worker had its own model.
+    # Each worker had its model server (hf_server.py, server=2): two profiles, each of a server that
+    # ran forwards; with server=off each worker had its own model in its own process.
     served = [json.loads(p.read_text()) for p in (tmp_path / "procs").glob("profile-*.json")]
-    assert len(served) == 1 and served[0]["model"]["server"] is True and served[0]["forwards"] > 0
+    assert len(served) == 2 and all(p["model"]["server"] is True and p["forwards"] > 0 for p in served)
     assert len(list((tmp_path / "procs-no-server").glob("profile-*.json"))) == 2
 
 

@@ -258,6 +258,9 @@ def test_graph_option_errors(model_path):
 
     with pytest.raises(EgcfgError, match="must be on or off"):
         load_model("hf:embedded?graphs=yes", n_ctx=256)
+    for bad in ("yes", "0", "-1"):
+        with pytest.raises(EgcfgError, match="must be on, off or a number of servers"):
+            load_model(f"hf:embedded?server={bad}", n_ctx=256)
     if not torch.cuda.is_available():
         with pytest.raises(EgcfgError, match="needs a CUDA device"):
             load_model("hf:embedded?graphs=on", n_ctx=256)

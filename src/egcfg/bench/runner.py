@@ -424,27 +424,51 @@ def _concurrent_process(folder, agents, model_spec, run_timeout, protocol, concu
         work_done()
 
 
-def _uses_model_server(model_spec: str | None) -> bool:
-    """A transformers model is served to the workers by one process (hf_server.py: one model, one
-    KV cache, one CUDA context, forwards that batch every worker's steps) unless its spec says
-    server=off; other backends load one model per worker (llama.cpp) or are servers already."""
+def _model_servers(model_spec: str | None, workers: int) -> int:
+    """How many model server processes serve the workers (hf_server.py: each one model, one KV
+    cache, one CUDA context, one batcher thread whose forwards batch its workers' steps): one for a
+    transformers model, ``server=N`` for N (at most one per worker: a server's batcher thread is
+    one interpreter, and on the GPU grid it is the bottleneck), none with ``server=off`` and for
+    other backends, which load one model per worker (llama.cpp) or are servers already."""
     from urllib.parse import parse_qsl
 
     from ..lm import split_spec
 
     backend, _, query = split_spec(model_spec)
-    return backend == "transformers" and dict(parse_qsl(query)).get("server", "on") != "off"
+    if backend != "transformers":
+        return 0
+    value = dict(parse_qsl(query)).get("server", "on")
+    if value == "off":
+        return 0
+    # (anything else than on, off or N >= 1 is refused, in one line, by HFModel as the server loads it)
+    return min(workers, int(value)) if value.isdigit() and int(value) >= 1 else 1
 
 
 def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protocol, concurrency, workers, tick):
     from ..lm import hf_server  # (no torch at import: the parent stays light)
 
     ctx = multiprocessing.get_context("spawn")
-    server, conns = None, [None] * workers
-    if _uses_model_server(model_spec):
-        # every worker's sessions at once: KV slots for all of them, in the one cache
-        options = {"n_ctx": _n_ctx(agents), "slots": workers * concurrency * _seqs(agents)}
-        server, conns = hf_server.start(ctx, model_spec, options, workers, str(folder))
+    servers, conns = [], [None] * workers
+    n_servers = _model_servers(model_spec, workers)
+    if n_servers:
+        # worker w is served by server w % n; each server's cache has KV slots for all of its
+        # workers' sessions at once. All load at the same time.
+        groups = [list(range(workers))[i::n_servers] for i in range(n_servers)]
+        launched = []
+        try:
+            for g in groups:
+                launched.append(hf_server.launch(ctx, model_spec, {"n_ctx": _n_ctx(agents),
+                                                                   "slots": len(g) * concurrency * _seqs(agents)},
+                                                 len(g), str(folder)))
+            servers = [proc for proc, _, _ in launched]
+            for g, (proc, ends, status) in zip(groups, launched):
+                hf_server.wait_ready(proc, status)
+                for w, end in zip(g, ends):
+                    conns[w] = end
+        except BaseException:
+            for proc, _, _ in launched:
+                hf_server.stop(proc)
+            raise
     tasks_q, results_q = ctx.Queue(), ctx.Queue()
     for item in todo:
         tasks_q.put(item)
@@ -467,8 +491,8 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     raise EgcfgError("all worker processes ended before the run was done") from None
-                if server is not None and not server.is_alive():
-                    raise EgcfgError("the model server process ended before the run was done") from None
+                if any(not proc.is_alive() for proc in servers):
+                    raise EgcfgError("a model server process ended before the run was done") from None
                 continue
             if kind == "error":
                 raise EgcfgError(f"a worker process failed: {value}")
@@ -484,8 +508,8 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.kill()
-        if server is not None:  # (it ends by itself once every worker's pipe has closed)
-            hf_server.stop(server)
+        for proc in servers:  # (each ends by itself once every pipe of its workers has closed)
+            hf_server.stop(proc)
         for q in (tasks_q, results_q):  # release their locks and feeder threads now, not at exit
             q.close()
             q.cancel_join_thread()

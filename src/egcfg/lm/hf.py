@@ -144,9 +144,9 @@ class HFModel(UsesTokenizer, ModelLifetime):
                 raise RuntimeError("torch sees no CUDA device")
         except RuntimeError as exc:
             raise EgcfgError(f"device {device!r} is not usable: {exc}") from None
-        # server= is the runner's (bench --workers: one model server process, hf_server.py)
-        if server not in (None, "on", "off"):
-            raise EgcfgError(f"model option server={server!r} must be on or off")
+        # server= is the runner's (bench --workers: model server processes, hf_server.py; N of them)
+        if server not in (None, "on", "off") and not (server.isdigit() and int(server) >= 1):
+            raise EgcfgError(f"model option server={server!r} must be on, off or a number of servers (1 or more)")
         if candidates not in (None, "batcher", "session"):
             raise EgcfgError(f"model option candidates={candidates!r} must be batcher or session")
         # Candidates stepped by the batcher (one round trip per refresh, not per token); "session"

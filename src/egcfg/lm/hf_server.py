@@ -156,6 +156,14 @@ def start(ctx, spec: str, options: dict, workers: int, profile_to: str | None, t
     """Start the server process (``ctx``: a multiprocessing context) for ``workers`` workers and
     wait until its model is loaded. Returns (process, one pipe end per worker). A model that cannot
     load is an EgcfgError with the server's own one line."""
+    proc, ends, status = launch(ctx, spec, options, workers, profile_to)
+    wait_ready(proc, status, timeout)
+    return proc, ends
+
+
+def launch(ctx, spec: str, options: dict, workers: int, profile_to: str | None):
+    """Start the server process without waiting for its model: (process, one pipe end per worker,
+    its status queue, for ``wait_ready``). Several servers load at the same time so."""
     pairs = [ctx.Pipe() for _ in range(workers)]
     status = ctx.Queue()
     proc = ctx.Process(target=serve, args=(spec, options, [a for a, _ in pairs], status, profile_to),
@@ -163,6 +171,11 @@ def start(ctx, spec: str, options: dict, workers: int, profile_to: str | None, t
     proc.start()
     for a, _ in pairs:
         a.close()  # the server's ends live in the server: a worker then sees EOF if the server dies
+    return proc, [b for _, b in pairs], status
+
+
+def wait_ready(proc, status, timeout: float = 600.0) -> None:
+    """Wait until a launched server has loaded its model; stops it and raises EgcfgError if not."""
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -183,7 +196,6 @@ def start(ctx, spec: str, options: dict, workers: int, profile_to: str | None, t
     if kind == "error":
         proc.join(timeout=10)
         raise EgcfgError(value)
-    return proc, [b for _, b in pairs]
 
 
 def stop(proc, grace: float = 30.0) -> None:
