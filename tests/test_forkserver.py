@@ -132,3 +132,15 @@ def test_many_servers_at_once_do_not_share_one_process_limit():
                                  f"t.join()\n", trace=False) for i in range(8)])
         assert [r.status for r in again] == ["completed"] * 8, again[0]
         assert [r.stdout.strip() for r in again] == [str(i) for i in range(8)]
+
+
+def test_a_job_that_never_reached_its_server_goes_to_another(one, monkeypatch):
+    assert one.run("def f():\n    return 1\n", "f()").value == "1"
+    (server,) = one._servers
+    import os
+
+    os.killpg(server.proc.pid, 9)  # it ends between two jobs (after its last answer) ...
+    server.proc.wait()
+    monkeypatch.setattr(forkserver.ForkServer, "alive", property(lambda self: True))  # ... unnoticed
+    again = one.run("def f():\n    return 2\n", "f()")
+    assert again.status == "returned" and again.value == "2"

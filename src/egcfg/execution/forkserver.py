@@ -35,7 +35,12 @@ REPORT_CAP = 8 << 20
 
 
 class ServerGone(Exception):
-    """The server died, stalled or sent something malformed during a job."""
+    """The server died, stalled or sent something malformed during a job. ``sent``: whether the
+    job reached it (if not, the job never ran: it may go to another server)."""
+
+    def __init__(self, why: str, sent: bool = True):
+        super().__init__(why)
+        self.sent = sent
 
 
 class ForkServer:
@@ -57,6 +62,9 @@ class ForkServer:
         end = time.monotonic() + deadline_s + CHANNEL_GRACE
         try:
             self._send(b"%d %d\n" % (len(job), len(stdin)) + job + stdin, end)
+        except ServerGone as exc:
+            raise ServerGone(str(exc), sent=False) from None
+        try:
             header = self._read_line(end)
             parts = header.split()
             if len(parts) != 5 or not all(p.lstrip(b"-").isdigit() for p in parts):
@@ -71,6 +79,8 @@ class ForkServer:
         return status, bool(timed_out), out, err, report
 
     def _send(self, data: bytes, end: float) -> None:
+        if self.proc.poll() is not None or self.proc.stdin.closed:
+            raise ServerGone("the server had ended")
         fd = self.proc.stdin.fileno()
         os.set_blocking(fd, False)
         view = memoryview(data)

@@ -458,7 +458,8 @@ class Sandbox:
             started.discard()
         return _result(started.proc.returncode, out, err, report, timed_out, timeout, time.monotonic() - start)
 
-    def _run_served(self, job: bytes, stdin: bytes, timeout: float, cap: int, start: float) -> RunResult:
+    def _run_served(self, job: bytes, stdin: bytes, timeout: float, cap: int, start: float,
+                    retry: bool = True) -> RunResult:
         with self._lock:
             server = self._servers.pop() if self._servers else None
         try:
@@ -472,6 +473,9 @@ class Sandbox:
         try:
             code, timed_out, out, err, report = server.run(job, stdin, timeout + KILL_GRACE, cap)
         except ServerGone as exc:
+            if not exc.sent and retry:  # (it ended after its last job: this one never ran there)
+                server.close()
+                return self._run_served(job, stdin, timeout, cap, start, retry=False)
             # The run broke its server (killed or stopped it) or the server refused to start: this
             # run only is lost; the next gets a new server.
             why = server.error_text()

@@ -683,13 +683,19 @@ def serve():
         status, timed_out, bufs = _collect(pid, [r for r, _ in fds], int(job.get("cap", 1 << 16)), deadline)
         for r, _ in fds:
             os.close(r)
-        _clean_up(own)
         if status is None:
-            status = -9  # killed by the clean-up (timed out, or left its pipes to a survivor)
+            status = -9  # killed below (timed out, or left its pipes to a survivor)
+            try:
+                os.killpg(pid, 9)
+            except OSError:
+                pass
+        # The answer first, then the clean-up: the host has the result while this process empties
+        # the sandbox; the next job is read only after it.
         frame = b"%d %d %d %d %d\n" % (status, int(timed_out), *(len(b) for b in bufs)) + b"".join(bytes(b) for b in bufs)
         view = memoryview(frame)
         while view:
             view = view[_write(channel, view):]
+        _clean_up(own)
 
 
 if __name__ == "__main__":
