@@ -1,7 +1,7 @@
 """Fork servers: one sandboxed interpreter that runs job after job, each in a fresh forked child.
 
 Starting a run the ordinary way costs a new bubblewrap and a new Python with the tracer's imports:
-about 30 ms of CPU, measured (``benchmarks/sandbox_cost.py``), which is what bounded the agent grid
+about 35 ms of CPU, measured (``benchmarks/sandbox_cost.py``), which is what bounded the agent grid
 on the GPU machine (16 cores running ~160 executions a second). A fork server pays that once: it is
 started exactly like a one-run sandbox (same bubblewrap namespaces, resource limits, uid drop and
 syscall filter, all applied before it reads anything), then forks one child per job from its
@@ -24,14 +24,15 @@ import selectors
 import subprocess
 import time
 
+from .tracer import REPORT_CAP
+
 # Jobs per server before it is replaced: bounds its own CPU use (forks, clean-ups: ~1 ms each)
-# under its CPU limit (tracer.SERVE_CPU_SECONDS) with a wide margin.
+# under its CPU limit, SERVE_CPU_SECONDS (given on its command line), with a wide margin.
 JOBS_PER_SERVER = 2000
 SERVE_CPU_SECONDS = 3600
 # Extra wall time beyond a job's own deadline (the server's kill grace, its clean-up) before this
 # side gives up on the server.
 CHANNEL_GRACE = 3.0
-REPORT_CAP = 8 << 20
 
 
 class ServerGone(Exception):

@@ -29,11 +29,17 @@ import codecs
 import collections
 import io
 import json
+import math
 import os
 import reprlib
 import signal
 import sys
 import time
+
+# Extra wall time after the in-process timer before the whole process tree is killed (by the host
+# for a one-run sandbox, by the fork server for its child; sandbox.py imports both from here).
+KILL_GRACE = 1.0
+REPORT_CAP = 8 << 20  # bytes of a run's result report kept
 
 _write = os.write  # captured before the program can replace anything
 _dumps = json.dumps
@@ -245,20 +251,37 @@ def describe(exc_type, exc_value):
 
 
 def read_job():
+    try:
+        (size,) = _read_header()
+    except EOFError:
+        raise SystemExit("tracer: no job on stdin") from None
+    try:
+        return json.loads(_read_exact(size))
+    except EOFError:
+        raise SystemExit("tracer: truncated job") from None
+
+
+def _read_header():
+    """One line of numbers from stdin, the head of a frame (a job, or a fork server's job)."""
     header = b""
     while not header.endswith(b"\n"):
         chunk = os.read(0, 1)
         if not chunk:
-            raise SystemExit("tracer: no job on stdin")
+            raise EOFError
         header += chunk
-    size = int(header)
-    data = b""
-    while len(data) < size:
-        chunk = os.read(0, size - len(data))
+        if len(header) > 64:
+            raise SystemExit("tracer: malformed frame")
+    return [int(x) for x in header.split()]
+
+
+def _read_exact(n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = os.read(0, min(n - len(data), 1 << 20))
         if not chunk:
-            raise SystemExit("tracer: truncated job")
+            raise EOFError
         data += chunk
-    return json.loads(data)
+    return bytes(data)
 
 
 def read_rest():
@@ -397,6 +420,14 @@ def execute(job, stdin, result_fd):
         if builtins.__dict__ != pristine:
             builtins.__dict__.clear()
             builtins.__dict__.update(pristine)
+
+    def program_over():
+        """The program is done (the timer may not raise into the tracer now), untraced, and the
+        builtins are the tracer's again."""
+        finished.append(True)
+        sys.settrace(None)
+        restore_builtins()
+
     tracing = bool(job.get("trace", True))
     invocation = job.get("invocation")
     start = _now()
@@ -422,27 +453,19 @@ def execute(job, stdin, result_fd):
         else:
             result["status"] = "completed"
     except RunTimeout:
-        finished.append(True)
-        sys.settrace(None)
-        restore_builtins()
+        program_over()
         result["status"] = "timeout"
     except SystemExit as exc:
-        finished.append(True)
-        sys.settrace(None)
-        restore_builtins()
+        program_over()
         result["status"] = "exited"
         result["exception"] = "SystemExit: %s" % (exc.code,)
     except BaseException as exc:
-        finished.append(True)
-        sys.settrace(None)
-        restore_builtins()
+        program_over()
         result["status"] = "raised"
         result["exception"] = describe(type(exc), exc)
     finally:
-        finished.append(True)
+        program_over()
         signal.setitimer(signal.ITIMER_REAL, 0)
-        sys.settrace(None)
-        restore_builtins()
     out.buffer.close_decoder()
     head, tail, skipped = recorder.events()
     result.update(
@@ -467,29 +490,6 @@ def execute(job, stdin, result_fd):
 # "EXIT TIMED_OUT OUT ERR REPORT" (the exit status as Popen gives it, 0/1, three byte counts) and
 # those bytes: the child's raw stdout, stderr (each capped at the job's "cap") and its result.
 
-KILL_GRACE = 1.0  # wall seconds past a job's timeout before its child is killed (as sandbox.KILL_GRACE)
-
-
-def _read_exact(n):
-    data = bytearray()
-    while len(data) < n:
-        chunk = os.read(0, min(n - len(data), 1 << 20))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return bytes(data)
-
-
-def _read_header():
-    header = b""
-    while not header.endswith(b"\n"):
-        chunk = os.read(0, 1)
-        if not chunk:
-            raise EOFError
-        header += chunk
-        if len(header) > 64:
-            raise SystemExit("tracer: malformed frame")
-    return [int(x) for x in header.split()]
 
 
 def _set_dumpable(flag):
@@ -517,7 +517,7 @@ def _child(job, stdin, pipes):
         os.closerange(4, 1 << 16)
         os.mkdir("/tmp/run")
         os.chdir("/tmp/run")
-        cpu = int(-(-float(job.get("timeout", 2.0)) // 1)) + 1
+        cpu = int(math.ceil(float(job.get("timeout", 2.0)))) + 1  # (as sandbox._tracer_args for a one-run sandbox)
         soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
         resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, soft), min(cpu + 1, hard)))
         execute(job, stdin, 3)
@@ -549,7 +549,7 @@ def _collect(pid, fds, cap, deadline):
     out, [out, err, report])."""
     import selectors
 
-    caps = (cap, cap, 8 << 20)
+    caps = (cap, cap, REPORT_CAP)
     bufs = [bytearray(), bytearray(), bytearray()]
     sel = selectors.DefaultSelector()
     for i, fd in enumerate(fds):
@@ -650,8 +650,6 @@ def _clean_up(own):
 
 def serve():
     """Jobs from stdin, one at a time, each in a forked child; answers on stdout."""
-    import resource
-
     _set_dumpable(0)
     own = str(os.getpid())
     if own == "1" or not os.path.exists("/proc/1") or os.getpid() > 16:
@@ -660,7 +658,6 @@ def serve():
     channel = os.dup(1)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 1)  # (what it would print by mistake must not corrupt the channel)
-    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     while True:
         try:
             job_len, stdin_len = _read_header()
