@@ -432,16 +432,14 @@ def _model_servers(model_spec: str | None, workers: int) -> int:
     other backends, which load one model per worker (llama.cpp) or are servers already."""
     from urllib.parse import parse_qsl
 
-    from ..lm import split_spec
+    from ..lm import model_servers, split_spec
 
     backend, _, query = split_spec(model_spec)
     if backend != "transformers":
         return 0
-    value = dict(parse_qsl(query)).get("server", "on")
-    if value == "off":
-        return 0
-    # (anything else than on, off or N >= 1 is refused, in one line, by HFModel as the server loads it)
-    return min(workers, int(value)) if value.isdigit() and int(value) >= 1 else 1
+    n = model_servers(dict(parse_qsl(query)).get("server"))
+    # (an invalid value starts one server, which refuses it in one line as it loads the model)
+    return min(workers, 1 if n is None else n)
 
 
 def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protocol, concurrency, workers, tick):

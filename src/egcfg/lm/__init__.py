@@ -19,6 +19,16 @@ _OPENAI_OPTIONS = {"model": str, "tokenizer": str, "logprobs": int, "draft": int
 BACKENDS = {"llamacpp": "llama.cpp", "hf": "transformers", "openai": "openai"}
 
 
+def model_servers(value: str | None) -> int | None:
+    """The hf option ``server=`` as a number of model server processes for ``bench --workers``:
+    on (or unset) 1, off 0, N >= 1; None when it is none of these (HFModel refuses it in one line)."""
+    if value in (None, "on"):
+        return 1
+    if value == "off":
+        return 0
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def split_spec(spec: str | None) -> tuple[str, str, str]:
     """``[backend:]target[?options]`` -> (backend name, target, options query). No prefix means
     llama.cpp, whose target is a name or a file path taken whole (no options). The one parser of

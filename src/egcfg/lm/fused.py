@@ -321,11 +321,7 @@ class FusedForward:
         dev = m.device
         B, N = ids.shape
         T = B * N
-        pos = starts[:, None] + torch.arange(N, device=dev)[None, :]
-        # (contiguous: of one row, the expanded slots reshape to a view of stride 0, and the kernel
-        # reads them by pointer)
-        w_slot = slots[:, None].expand(B, N).reshape(-1).contiguous()
-        w_pos = pos.reshape(-1).contiguous()
+        pos, w_slot, w_pos = m.positions(starts, slots, N)
         inner = m.hf.model
         h = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(h, pos)
@@ -337,7 +333,7 @@ class FusedForward:
             lengths = starts + 1
             splits = splits_for(B, m.n_kv, m.capacity)
         else:
-            mask = (torch.arange(n_kv, device=dev)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
+            mask = m.causal_mask(pos, n_kv)
         H, D = self.heads, m.head_dim
         for no, (layer, qkv_w, qkv_b, gate_up) in enumerate(self.layers):
             cache_k, cache_v = m.kv[no, 0], m.kv[no, 1]

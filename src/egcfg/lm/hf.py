@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EgcfgError
+from . import model_servers
 from .base import Capabilities, ModelLifetime, Sampled, TrackedSession, UsesTokenizer
 from .hf_batcher import PREFILL_CHUNK, Batcher, Request
 from .hf_graphs import Graphs
@@ -145,7 +146,7 @@ class HFModel(UsesTokenizer, ModelLifetime):
         except RuntimeError as exc:
             raise EgcfgError(f"device {device!r} is not usable: {exc}") from None
         # server= is the runner's (bench --workers: model server processes, hf_server.py; N of them)
-        if server not in (None, "on", "off") and not (server.isdigit() and int(server) >= 1):
+        if model_servers(server) is None:
             raise EgcfgError(f"model option server={server!r} must be on, off or a number of servers (1 or more)")
         if candidates not in (None, "batcher", "session"):
             raise EgcfgError(f"model option candidates={candidates!r} must be batcher or session")
@@ -337,11 +338,8 @@ class HFModel(UsesTokenizer, ModelLifetime):
             return self.fused(ids, starts, slots, last, n_kv)
         dev = self.device
         B, N = ids.shape
-        pos = starts[:, None] + torch.arange(N, device=dev)[None, :]           # (B, N)
-        # A query at position p sees cached keys 0..p of its own row (its own writes included).
-        mask = (torch.arange(n_kv, device=dev)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
-        w_slot = slots[:, None].expand(B, N).reshape(-1)
-        w_pos = pos.reshape(-1)
+        pos, w_slot, w_pos = self.positions(starts, slots, N)
+        mask = self.causal_mask(pos, n_kv)
         inner = self.hf.model
         h = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(h, pos)
@@ -364,6 +362,18 @@ class HFModel(UsesTokenizer, ModelLifetime):
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         final = h[torch.arange(B, device=dev), last]
         self.next_logits[slots] = self.hf.lm_head(inner.norm(final)).float()
+
+    def positions(self, starts, slots, N: int):
+        """A forward's positions (B, N), and the slot and position each of its B * N tokens writes
+        its K/V to (contiguous: a single row's expanded slots would otherwise be a stride-0 view,
+        and the fused kernels read them by pointer)."""
+        B = starts.shape[0]
+        pos = starts[:, None] + torch.arange(N, device=self.device)[None, :]
+        return pos, slots[:, None].expand(B, N).reshape(-1).contiguous(), pos.reshape(-1).contiguous()
+
+    def causal_mask(self, pos, n_kv: int):
+        """A query at position p sees cached keys 0..p of its own row (its own writes included)."""
+        return (torch.arange(n_kv, device=self.device)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
 
     def _attention(self, q, keys, values, mask):
         """Grouped-query attention without repeating K/V: the query heads that share a K/V head
