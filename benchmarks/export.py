@@ -117,10 +117,21 @@ def summary_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    for folder in argv:
-        print(export(Path(folder)))
-    for row in rebuild_summary():
-        print(json.dumps(row))
+    import argparse
+
+    from egcfg.errors import EgcfgError
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folders", nargs="*", help="run folders (egcfg bench --out) to export; none: only rebuild the summary")
+    args = ap.parse_args(argv)
+    try:
+        for folder in args.folders:
+            print(export(Path(folder)))
+        for row in rebuild_summary():
+            print(json.dumps(row))
+    except EgcfgError as exc:  # (a folder that is no run: one line, not a traceback)
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

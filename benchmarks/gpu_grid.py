@@ -183,12 +183,18 @@ def cmd_run(args) -> int:
     with open(run / "calls.jsonl", "a") as f:
         f.write(json.dumps({"start": start, "end": end, "rc": proc.returncode, "command": " ".join(cmd),
                             "machine": machine()}) + "\n")
-    db = sqlite3.connect(run / "results.sqlite")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    done, = db.execute("SELECT count(*) FROM tasks").fetchone()
-    db.close()
+    done = 0
+    if (run / "results.sqlite").exists():  # (none, or no tables, when bench stopped before its run began)
+        db = sqlite3.connect(run / "results.sqlite")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            done, = db.execute("SELECT count(*) FROM tasks").fetchone()
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            db.close()
     print(f"call: {end - start:.0f} s, rc {proc.returncode}, tasks done {done}", flush=True)
-    return 0
+    return 0 if proc.returncode in (0, 130, -signal.SIGTERM) else 2
 
 
 def machine() -> str:
@@ -406,6 +412,17 @@ def run_outcomes(db) -> dict:
     return dict(counts)
 
 
+def run_wall(calls: list[dict], last_task: float | None) -> float:
+    """Seconds of wall over the run's calls: every call whole (start-up, model loading and any call
+    that failed count too), but the last one only up to its last finished task where it finished
+    one (not its idle end after the work was done)."""
+    wall = sum(c["end"] - c["start"] for c in calls)
+    last = calls[-1]
+    if last_task is not None and last["start"] < last_task < last["end"]:
+        wall -= last["end"] - last_task
+    return wall
+
+
 def cmd_summarize(args) -> int:
     run = Path(args.run)
     calls = [json.loads(line) for line in (run / "calls.jsonl").read_text().splitlines() if line.strip()]
@@ -415,8 +432,7 @@ def cmd_summarize(args) -> int:
     n_done, solved = db.execute("SELECT count(*), sum(passed_hidden) FROM tasks").fetchone()
     planned = args.planned or len(meta.get("task_ids") or []) or 500
     last_task, = db.execute("SELECT max(created) FROM tasks").fetchone()
-    # wall: every call's length, the last one up to its last finished task (not its idle end)
-    wall = sum(c["end"] - c["start"] for c in calls[:-1]) + (min(calls[-1]["end"], last_task or calls[-1]["end"]) - calls[-1]["start"])
+    wall = run_wall(calls, last_task)
     greedy = db.execute("SELECT count(*), sum(passed_hidden) FROM attempts WHERE gamma = 0 AND agent = ?",
                         (agents[0],)).fetchone()
     stats = Counter()
@@ -501,7 +517,7 @@ def cmd_summarize(args) -> int:
         "parity": [p for p in ([parity_greedy(db, agents[0], Path(args.cpu_greedy))] if args.cpu_greedy else [])
                    + ([parity_egcfg(db, meta["agents"], Path(args.cpu_egcfg))] if args.cpu_egcfg else [])],
         "targets": TARGETS,
-        "command": calls[0]["command"], "calls_commands": sorted({c["command"] for c in calls}),
+        "command": calls[0]["command"], "calls_commands": list(dict.fromkeys(c["command"] for c in calls)),
         "date": datetime.fromtimestamp(calls[0]["start"], timezone.utc).replace(microsecond=0).isoformat(),
         "machine": calls[0]["machine"], "model": args.model_name or meta.get("model"),
         "summarised_by": "python benchmarks/gpu_grid.py " + " ".join(sys.argv[2:]),

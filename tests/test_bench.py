@@ -248,6 +248,29 @@ def test_concurrent_tasks_share_one_hf_model(tmp_path, model_path):
 
 
 @pytest.mark.model
+def test_a_model_server_left_without_tasks_ends_quietly_and_resume_may_change_server(tmp_path, model_path):
+    """One task, two workers of two task threads with a model server each: the worker without the
+    task finds only end marks, closes, and its server ends by itself (exit code 0) while the other
+    still runs; that is not a failure (a full GPU run stopped so at its last two tasks: the test
+    fails without the exit-code check). --resume may change server=N (how
+    the forwards are placed), not an option that changes results (n_ctx)."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    out = tmp_path / "one"
+    args = ["mbpp", "--data", str(FIXTURE), "--tasks", "Mbpp/11", "--gamma", "1", "--max-tokens", "96",
+            "--workers", "2", "--concurrency", "2", "--out", str(out), "--no-progress"]
+    proc = _bench(args + ["--model", "hf:embedded?n_ctx=2048&server=2"])
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-800:]
+    assert len(_rows(out / "results.sqlite", "SELECT task_id FROM tasks")) == 1
+    proc = _bench(args + ["--resume", "--model", "hf:embedded?server=1&n_ctx=2048"])
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-800:]
+    proc = _bench(args + ["--resume", "--model", "hf:embedded?n_ctx=1024&server=2"])
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 2 and "model_spec" in stderr and "Traceback" not in stderr, stderr[-800:]
+
+
+@pytest.mark.model
 def test_candidates_and_lines_stepped_in_the_model_server_equal_the_session_driven_loop(tmp_path, model_path):
     """EG-CFG through the model server (--workers 2): the server's batcher steps each refresh's
     candidates and each decoded line itself, with the attempt's generator pickled there and its

@@ -46,3 +46,15 @@ def test_run_outcomes_count_how_the_signals_runs_ended():
     db.execute("INSERT INTO attempts VALUES (?)", (json.dumps(lines),))
     got = run_outcomes(db)
     assert got["returned"] == 1 and got["crashed"] == 1 and got["timeout"] == 1 and got["raised"] == 0
+
+
+def test_run_wall_counts_every_call_and_trims_only_a_last_call_that_finished_tasks():
+    """A resumed run's wall: all calls whole, a failed call too; the last call ends at its last
+    finished task. A last call that finished none (it failed at once) counts whole, never negative
+    (it once read 1.0 minutes for an 8.7-minute run)."""
+    from gpu_grid import run_wall
+
+    calls = [{"start": 0, "end": 484}, {"start": 900, "end": 939}]
+    assert run_wall(calls, last_task=480) == 484 + 39  # the last task finished in the first call
+    assert run_wall(calls, last_task=930) == 484 + 30  # the last call ends at its last task
+    assert run_wall(calls[:1], last_task=None) == 484

@@ -132,3 +132,16 @@ def test_solve_says_when_its_program_is_an_accepted_candidate(egcfg_cli, model_p
     assert default.returncode == 0 and paper.returncode == 0, default.stderr[-500:] + paper.stderr[-500:]
     assert "a sampled candidate that passed every visible test" in default.stdout
     assert "sampled candidate" not in paper.stdout and "PASSED" in paper.stdout
+
+
+def test_spec_identity_leaves_out_only_the_scheduling_options():
+    """--resume compares model specs by what decides results: server=N and the batcher's sizes
+    may change between calls, the order of options does not matter, the rest must match."""
+    from egcfg.lm import spec_identity
+
+    base = spec_identity("hf:/m/model.gguf?n_ctx=4096&server=3")
+    assert spec_identity("hf:/m/model.gguf?server=1&n_ctx=4096") == base
+    assert spec_identity("hf:/m/model.gguf?n_ctx=4096&max_rows=512&batch_wait=0.002") == base
+    for other in ("hf:/m/model.gguf?n_ctx=2048&server=3", "hf:/m/model.gguf?n_ctx=4096&kernels=torch",
+                  "hf:/m/other.gguf?n_ctx=4096", "llamacpp:/m/model.gguf"):
+        assert spec_identity(other) != base, other

@@ -64,3 +64,19 @@ def test_test_program_is_valid_python():
     text = program_with_test(code, "assert f(2) == 4", setup="import math")
     ast.parse(text)
     exec(text, {})
+
+
+def test_parsing_model_code_puts_no_compiler_warning_on_stderr():
+    """A model's string with an invalid escape ("\\ ") makes the compiler warn (SyntaxWarning on
+    3.12, DeprecationWarning before); parsing it must not print that on egcfg's stderr mid-run,
+    while the same parse elsewhere still warns (the filter is only for model code)."""
+    import subprocess
+    import sys
+
+    code = ("from egcfg.execution.program import parses, _has_statement\n"
+            "import ast\n"
+            "assert parses('x = \"\\\\ \"\\n') and _has_statement('y = \"\\\\ \"\\n')\n"
+            "ast.parse('z = \"\\\\ \"\\n')\n")
+    res = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("invalid escape sequence") == 1 and "<unknown>" in res.stderr, res.stderr

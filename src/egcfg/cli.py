@@ -304,7 +304,7 @@ def cmd_bench(args) -> int:
     from .bench.datasets import load_benchmark
     from .bench.runner import run_benchmark
     from .bench.store import DB_NAME, Store, provenance
-    from .lm import check_model, split_spec
+    from .lm import check_model, spec_identity, split_spec
 
     out = Path(args.out)
     if (out / DB_NAME).exists() and not args.resume and not Store.is_empty(out):
@@ -368,10 +368,12 @@ def cmd_bench(args) -> int:
             old = store.meta()
             if isinstance(old.get("agents"), list):  # settings added since the run began: what it ran with
                 old["agents"] = [as_recorded(a) if isinstance(a, dict) else a for a in old["agents"]]
-            # model_spec (with its ?options) is compared only for runs that recorded it
+            # model_spec (with its ?options) is compared only for runs that recorded it, and less
+            # its scheduling options (server=N and the batcher's sizes may change between calls)
             # (and the model's label only for runs that recorded its sha256: older ones named it by path)
             changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)
-                       and (k != "model" or "model_sha256" in old)]
+                       and (k != "model" or "model_sha256" in old)
+                       and (k != "model_spec" or spec_identity(old[k]) != spec_identity(v))]
             if "agents" in changed and isinstance(old.get("agents"), list) and len(old["agents"]) == len(settings["agents"]):
                 changed[changed.index("agents")] = "agents: " + _agent_changes(old["agents"], settings["agents"])
             if changed:

@@ -489,7 +489,10 @@ def _concurrent_processes(todo, agents, folder, model_spec, run_timeout, protoco
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     raise EgcfgError("all worker processes ended before the run was done") from None
-                if any(not proc.is_alive() for proc in servers):
+                # A server ends by itself (exit code 0) once all its workers have closed their
+                # pipes: with fewer tasks left than workers, some workers find only end marks and
+                # their server is done early. Only a server that died (a crash, a kill) stops the run.
+                if any(proc.exitcode not in (None, 0) for proc in servers):
                     raise EgcfgError("a model server process ended before the run was done") from None
                 continue
             if kind == "error":

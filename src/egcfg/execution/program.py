@@ -7,8 +7,20 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 FENCE = "```"
+# Model code is parsed here (never run) under this file name. The compiler's warnings about it (an
+# invalid escape such as "\\ " in a string: a SyntaxWarning on Python 3.12, a DeprecationWarning
+# before) are about the model's text, and would otherwise land on egcfg's stderr mid-run.
+MODEL_CODE = "<model code>"
+for _category in (SyntaxWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=re.escape(MODEL_CODE))
+
+
+def parse(code: str) -> ast.Module:
+    """``ast.parse`` of model code, quietly (see MODEL_CODE)."""
+    return ast.parse(code, filename=MODEL_CODE)
 
 
 def strip_fences(text: str) -> str:
@@ -36,7 +48,7 @@ def last_code_block(text: str) -> str | None:
 
 def parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        parse(code)
     except (SyntaxError, ValueError):  # ValueError: source contains null bytes
         return False
     return True
@@ -77,7 +89,7 @@ def repair(code: str) -> str | None:
 
 def _has_statement(code: str) -> bool:
     try:
-        return bool(ast.parse(code).body)
+        return bool(parse(code).body)
     except SyntaxError:
         return False
 

@@ -17,6 +17,9 @@ _OPENAI_OPTIONS = {"model": str, "tokenizer": str, "logprobs": int, "draft": int
 
 
 BACKENDS = {"llamacpp": "llama.cpp", "hf": "transformers", "openai": "openai"}
+# hf options that only change how forwards are placed and batched (as bench --workers and
+# --concurrency do), not what a run computes: a resumed run may change them.
+_SCHEDULING_OPTIONS = frozenset({"server", "batch_wait", "prefill_rows", "prefill_budget", "max_rows", "slots"})
 
 
 def model_servers(value: str | None) -> int | None:
@@ -27,6 +30,16 @@ def model_servers(value: str | None) -> int | None:
     if value == "off":
         return 0
     return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
+def spec_identity(spec: str | None) -> tuple:
+    """What of a model spec decides a run's results: the backend, its target and its options less
+    the scheduling ones (``_SCHEDULING_OPTIONS``), in any order. ``--resume`` compares this."""
+    backend, target, query = split_spec(spec)
+    options = parse_qsl(query, keep_blank_values=True)
+    if backend == "transformers":
+        options = [(k, v) for k, v in options if k not in _SCHEDULING_OPTIONS]
+    return backend, target, tuple(sorted(options))
 
 
 def split_spec(spec: str | None) -> tuple[str, str, str]:
