@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rescore", action="store_true",
                    help="run every final program on its hidden tests again, in the sandbox, and compare")
     r.add_argument("--data", help="with --rescore: the benchmark's data folder or file (as for bench)")
+    r.add_argument("--as", dest="as_benchmark", metavar="BENCHMARK",
+                   help="with --rescore and --out: score every attempt of the run folder on BENCHMARK's hidden "
+                        "tests instead, a benchmark with the same prompts and visible tests (humaneval -> "
+                        "humaneval-et or humaneval-plus, mbpp -> mbpp-et; checked per task), into a new run folder")
+    r.add_argument("--out", help="with --as: the new run folder")
     r.add_argument("--json", action="store_true")
     r.add_argument("--markdown", action="store_true")
     r.add_argument("--html", help="write a self-contained HTML page with plots and per-task guidance")
@@ -433,6 +438,14 @@ def cmd_report(args) -> int:
     from .bench.report import format_markdown, format_text, summarize
     from .bench.store import Store
 
+    if (args.as_benchmark or args.out) and not (args.rescore and args.as_benchmark and args.out):
+        raise EgcfgError("--as and --out go together, with --rescore: egcfg report RUN --rescore --as BENCHMARK --out NEW")
+    if args.as_benchmark:
+        from .bench.rescore_as import format_rescore_as, rescore_as
+
+        result = rescore_as(args.run, args.as_benchmark, args.out, args.data, progress=not args.json)
+        print(json.dumps(result, indent=2)) if args.json else _say(format_rescore_as(result))
+        return 0
     if args.rescore:
         from .bench.rescore import format_rescore, rescore
 

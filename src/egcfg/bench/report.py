@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 from .protocol import rsr
 from .store import Store
@@ -106,6 +107,8 @@ def summarize(store: Store) -> dict:
         "per_agent": dict(per_agent),
         "cost_per_task": cost,
         "extensions": extensions(meta, attempts),
+        # a run made by ``report --rescore --as`` (rescore_as.py): whose attempts, scored how
+        "rescored_from": meta.get("rescored_from"),
     }
 
 
@@ -131,6 +134,14 @@ def headline(s: dict) -> str:
             f"of all {s['tasks_planned']} planned (unfinished counted as failed): the run stopped part-way")
 
 
+def rescored_line(r: dict) -> str:
+    """What a run made by ``report --rescore --as`` is, in one line."""
+    left = len(r.get("left_out_missing") or []) + len(r.get("left_out_different_inputs") or [])
+    return (f"the attempts of the {r['benchmark']} run {Path(r['run']).name} (its command above), every one scored "
+            f"on these hidden tests ({r['command']}, {r['date']}): the same prompts and visible tests, checked "
+            f"per task" + (f"; {left} task(s) of it left out (not here, or other inputs)" if left else ""))
+
+
 def format_text(s: dict) -> str:
     lines = [
         f"run {s['run']}: {s['benchmark']} | protocol {s['protocol']} | method {s['method']} | {s['agents']} agent(s) | model {s['model']}",
@@ -144,6 +155,8 @@ def format_text(s: dict) -> str:
         f"the paper's count (any attempt of any agent passes the hidden tests): {s['any_attempt_pass_at_1']}%",
     ]
     lines += [f"beyond the paper's method: {e}" for e in s.get("extensions") or []]
+    if s.get("rescored_from"):
+        lines.append(rescored_line(s["rescored_from"]))
     if len(s.get("first_k_agents") or []) > 1:
         lines.append("first k agents: " + "; ".join(f"{r['agents']}: {r['pass_at_1']}% ({r['attempts_per_task']} attempts, "
                                                    f"{r['generated_tokens_per_task']} tokens/task)" for r in s["first_k_agents"]))
@@ -155,7 +168,8 @@ def format_markdown(s: dict) -> str:
         f"# {s['benchmark']}: {s['method']}, {s['agents']} agent(s), protocol {s['protocol']}", "",
         f"- command: `{s['command']}`", f"- date: {s['date']}", f"- machine: {s['machine']}",
         f"- model: {s['model']}" + (f" (sha256 {s['model_sha256']})" if s.get("model_sha256") else ""),
-        *[f"- beyond the paper's method: {e}" for e in s.get("extensions") or []], "",
+        *[f"- beyond the paper's method: {e}" for e in s.get("extensions") or []],
+        *([f"- {rescored_line(s['rescored_from'])}"] if s.get("rescored_from") else []), "",
         "| tasks | pass@1 (hidden) | greedy baseline | RSR | visible pass | s/task (mean, median) | executions/task | tokens decoded/task |",
         "|---|---|---|---|---|---|---|---|",
         f"| {s['tasks']} of {s['tasks_planned']} | {headline(s)} | {s['baseline_pass_at_1']} | {s['rsr']} | {s['visible_pass_rate']} | "

@@ -192,6 +192,16 @@ class Store:
              attempt.tests_total, attempt.stop_reason, json.dumps(attempt.stats.to_dict()), json.dumps(lines), time.time()))
 
     @_translated
+    def add_attempt_row(self, row: dict) -> None:
+        """An attempt as another run stored it (``attempts()``'s row: rescore_as.py), with its hidden
+        verdict left to be scored here."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            (row["task_id"], row["agent"], row["gamma"], row["code"], row["passed_visible"], row["tests_passed"],
+             row["tests_total"], row["stop_reason"], json.dumps(row["stats"]), json.dumps(row.get("lines", [])),
+             row["created"]))
+
+    @_translated
     def attempts(self, task_id: str | None = None, lines: bool = True) -> list[dict]:
         """Stored attempts, oldest first; ``lines=False`` leaves out their line-by-line records (the
         bulk of a row: planning and finalizing read only the rest)."""
