@@ -376,9 +376,9 @@ def cmd_bench(args) -> int:
             # model_spec (with its ?options) is compared only for runs that recorded it, and less
             # its scheduling options (server=N and the batcher's sizes may change between calls)
             # (and the model's label only for runs that recorded its sha256: older ones named it by path)
-            changed = [k for k, v in settings.items() if old.get(k) != v and (k != "model_spec" or k in old)
-                       and (k != "model" or "model_sha256" in old)
-                       and (k != "model_spec" or spec_identity(old[k]) != spec_identity(v))]
+            changed = [k for k, v in settings.items() if old.get(k) != v
+                       and (k != "model_spec" or (k in old and spec_identity(old[k]) != spec_identity(v)))
+                       and (k != "model" or "model_sha256" in old)]
             if "agents" in changed and isinstance(old.get("agents"), list) and len(old["agents"]) == len(settings["agents"]):
                 changed[changed.index("agents")] = "agents: " + _agent_changes(old["agents"], settings["agents"])
             if changed:

@@ -77,7 +77,7 @@ def rescore_as(run: str | Path, benchmark: str, out: str | Path, data: str | Non
     try:
         meta = source.meta()
         done = source.tasks()
-        rows_of = {t["task_id"]: [r for r in source.attempts(t["task_id"])] for t in done}
+        rows_of = {t["task_id"]: source.attempts(t["task_id"]) for t in done}
     finally:
         source.close()
     origin = meta.get("benchmark")
@@ -148,12 +148,13 @@ def rescore_as(run: str | Path, benchmark: str, out: str | Path, data: str | Non
 
 
 def format_rescore_as(r: dict) -> str:
+    def named(ids: list[str]) -> str:
+        return f"{len(ids)} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})"
+
     lines = [f"{r['out']}: the {r['tasks']} tasks of {r['run']} ({r['from']}) scored as {r['as']}: pass@1 "
              f"{r['pass_at_1_as']}% (as {r['from']}: {r['pass_at_1_from']}% on the same tasks)"]
     if r["left_out_missing"]:
-        lines.append(f"left out, not in {r['as']}: {len(r['left_out_missing'])} ({', '.join(r['left_out_missing'][:5])}"
-                     f"{', ...' if len(r['left_out_missing']) > 5 else ''})")
+        lines.append(f"left out, not in {r['as']}: {named(r['left_out_missing'])}")
     if r["left_out_different_inputs"]:
-        lines.append(f"left out, another prompt or visible tests in {r['as']}: {len(r['left_out_different_inputs'])} "
-                     f"({', '.join(r['left_out_different_inputs'][:5])}{', ...' if len(r['left_out_different_inputs']) > 5 else ''})")
+        lines.append(f"left out, another prompt or visible tests in {r['as']}: {named(r['left_out_different_inputs'])}")
     return "\n".join(lines)
