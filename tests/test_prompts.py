@@ -37,8 +37,8 @@ def test_what_each_format_changes():
     (ev,) = prompts.messages(HUMANEVAL_LIKE, "instruct", "evalplus")  # no system prompt of ours
     assert ev["content"].startswith(prompts.EVALPLUS_INSTRUCTION + "\n```\n" + STUB.strip() + "\n```\n")
     assert prompts.answer_start(HUMANEVAL_LIKE, "evalplus") == ""
-    assert prompts.opener("evalplus") == prompts.EVALPLUS_RESPONSE + "```python\n"
-    assert prompts.opener("one-shot") == "```python\n"
+    assert prompts.opener(HUMANEVAL_LIKE, "evalplus") == prompts.EVALPLUS_RESPONSE + "```python\n"
+    assert prompts.opener(HUMANEVAL_LIKE, "one-shot") == "```python\n"
     (mb,) = prompts.messages(MBPP_LIKE, "long-code", "evalplus")  # MBPP: statement and tests in a docstring
     assert '"""\nWrite a function to add two numbers.\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n"""' in mb["content"]
     assert "many short, simple lines" in mb["content"]
@@ -46,9 +46,26 @@ def test_what_each_format_changes():
         prompts.messages(MBPP_LIKE, "instruct", "few-shot")
 
 
+def test_auto_is_zero_shot_for_a_given_signature_and_one_shot_otherwise():
+    io_task = task_from_dict({"task_id": "c", "prompt": "Print the sum of two numbers.",
+                              "io_tests": [{"input": "1 2\n", "output": "3\n"}]})
+    assert Config().prompt_format == "auto"
+    assert prompts.resolve("auto", HUMANEVAL_LIKE) == "zero-shot"
+    assert prompts.resolve("auto", MBPP_LIKE) == "one-shot"
+    assert prompts.resolve("auto", io_task) == "one-shot"
+    assert prompts.resolve("evalplus", MBPP_LIKE) == "evalplus"  # a named format is kept
+    for style in prompts.STYLES:
+        assert prompts.messages(HUMANEVAL_LIKE, style, "auto") == prompts.messages(HUMANEVAL_LIKE, style, "zero-shot")
+        assert prompts.messages(MBPP_LIKE, style, "auto") == prompts.messages(MBPP_LIKE, style, "one-shot")
+        assert prompts.messages(io_task, style, "auto") == prompts.messages(io_task, style, "one-shot")
+    assert prompts.answer_start(HUMANEVAL_LIKE, "auto") == STUB
+    assert prompts.opener(HUMANEVAL_LIKE, "auto") == "```python\n"
+
+
 def test_the_engine_opens_the_answer_as_the_format_says(sandbox):
     model = ScriptedModel(["    return a + b\n"])
-    for fmt, tail in (("one-shot", "```python\n" + STUB), ("evalplus", prompts.EVALPLUS_RESPONSE + "```python\n")):
+    for fmt, tail in (("one-shot", "```python\n" + STUB), ("auto", "```python\n" + STUB),
+                      ("evalplus", prompts.EVALPLUS_RESPONSE + "```python\n")):
         gen = Generator(model, HUMANEVAL_LIKE, Config(prompt_format=fmt, gammas=(0.0,)), sandbox)
         assert gen.parts.suffix.endswith(tail)
         assert gen.start == prompts.answer_start(HUMANEVAL_LIKE, fmt)
@@ -57,7 +74,7 @@ def test_the_engine_opens_the_answer_as_the_format_says(sandbox):
 def test_prompt_format_is_checked_and_keys_the_shared_greedy_attempt():
     with pytest.raises(EgcfgError, match="--prompt-format must be one of"):
         Config(prompt_format="few-shot").validate()
-    a, b = Agent("a", Config()), Agent("b", Config(prompt_format="evalplus"))
+    a, b = Agent("a", Config(prompt_format="one-shot")), Agent("b", Config(prompt_format="evalplus"))
     assert _greedy_key(a) != _greedy_key(b)  # a one-shot greedy attempt is not reused for evalplus
 
 

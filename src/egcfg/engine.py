@@ -78,7 +78,7 @@ class Generator:
         self.explain = explain
         rendered = model.render_chat(prompts.messages(task, config.prompt_style, config.prompt_format))
         self.start = prompts.answer_start(task, config.prompt_format)
-        self.parts = prompts.split_prompt(rendered, self.start, prompts.opener(config.prompt_format))
+        self.parts = prompts.split_prompt(rendered, self.start, prompts.opener(task, config.prompt_format))
         self.prefix = model.tokenize(self.parts.prefix, special=True, bos=True)
         self.suffix = model.tokenize(self.parts.suffix, special=True)
         self._session = None
@@ -113,6 +113,7 @@ class Generator:
         stats = stats or Stats()
         traces = traces or TracedRuns(self.sandbox, self.task, stats)
         traces.stats = stats
+        traces.timeout = min(cfg.trace_timeout, cfg.run_timeout)  # (a candidate's run, not a program's check)
         self._traces = traces
         self._cancelled = cancelled or (lambda: False)
         has_tests = bool(self.task.tests or self.task.io_tests)

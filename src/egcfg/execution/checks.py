@@ -85,24 +85,26 @@ def io_finished(result: RunResult) -> bool:
 class TracedRuns:
     """Runs (program, visible test) pairs traced in the sandbox, with a cache shared by all lines of a solve."""
 
-    def __init__(self, sandbox: Sandbox, task: Task, stats: Stats):
+    def __init__(self, sandbox: Sandbox, task: Task, stats: Stats, timeout: float | None = None):
         self.sandbox = sandbox
         self.task = task
         self.stats = stats
+        self.timeout = timeout  # seconds per traced run (None: the sandbox's); part of each job's cache key
         self.cache: dict[Job, RunResult] = {}
 
     def jobs(self, program: str) -> list[tuple[str, Job]]:
         """(label, sandbox job) for each visible test of the task."""
         task = self.task
         if task.is_io:
-            return [(f"Input:\n{t.input.rstrip()[:300]}", Job(program, stdin=t.input, prelude=task.prelude))
+            return [(f"Input:\n{t.input.rstrip()[:300]}", Job(program, stdin=t.input, prelude=task.prelude,
+                                                               timeout=self.timeout))
                     for t in task.io_tests]
         setup = task.test_setup.strip()
         full = program if not setup else program.rstrip() + "\n\n" + setup + "\n"
         out = []
         for test in task.tests:
             call = prog.invocation_from_assert(test, task.entry_point)
-            out.append((f"Invocation: {call}", Job(full, invocation=call, prelude=task.prelude)))
+            out.append((f"Invocation: {call}", Job(full, invocation=call, prelude=task.prelude, timeout=self.timeout)))
         return out
 
     def run(self, programs: list[str]) -> list[CandidateRuns]:
