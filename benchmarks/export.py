@@ -50,13 +50,26 @@ def _tokens_per_task(s: dict) -> float | None:
     return round(cost["tokens_decoded"] + (cost.get("candidate_tokens") or 0), 1)
 
 
+def prompt_of(summary: dict) -> str:
+    """The prompt format(s) a run's agents used, made concrete for its benchmark (``auto`` is
+    evalplus where the tasks give a signature, one-shot elsewhere; runs from before the field
+    recorded it ran one-shot): a control counts only with the same prompt."""
+    from egcfg.bench.datasets import GIVEN_SIGNATURE
+    from egcfg.config import as_recorded
+    from egcfg.prompts import concrete
+
+    given = summary["benchmark"] in GIVEN_SIGNATURE
+    return ",".join(sorted({concrete(as_recorded(a)["prompt_format"], given) for a in summary.get("agent_configs") or []}))
+
+
 def rebuild_summary() -> list[dict]:
     rows, task_sets = [], []
     for path in sorted(OUT.glob("*.json")):
         export = json.loads(path.read_text())
         s = export["summary"]
         rows.append({"benchmark": s["benchmark"], "protocol": s["protocol"], "method": s["method"],
-                     "agents": s["agents"], "model": s["model"], "tasks": s["tasks"], "pass_at_1": s["pass_at_1"],
+                     "agents": s["agents"], "model": s["model"], "prompt": prompt_of(s), "tasks": s["tasks"],
+                     "pass_at_1": s["pass_at_1"], "date": s.get("date"),
                      "baseline_pass_at_1": s["baseline_pass_at_1"], "rsr": s["rsr"], "run": s["run"],
                      "tasks_planned": s.get("tasks_planned", s["tasks"]),
                      "generated_tokens_per_task": _tokens_per_task(s)})
@@ -68,13 +81,22 @@ def rebuild_summary() -> list[dict]:
         if s.get("tasks_planned", s["tasks"]) > s["tasks"]:  # stopped part-way: the rate and its bound
             rows[-1]["finished"] = False
             rows[-1]["pass_at_1_bound_over_planned"] = s["pass_at_1_bound_over_planned"]
-    # Each EG-CFG row gets the controls exported on exactly its tasks, with the same model and
-    # protocol: the sampling control (as many agents) and greedy, each with its tokens per task.
+    # Each EG-CFG row gets the controls exported on exactly its tasks, with the same model, prompt
+    # and protocol: the sampling control (as many agents) and greedy, each with its tokens per task.
+    # Where several qualify, the one run closest in time (the same session, machine and code).
+    def apart(other: dict, row: dict) -> float:
+        from datetime import datetime
+
+        try:
+            return abs((datetime.fromisoformat(other["date"]) - datetime.fromisoformat(row["date"])).total_seconds())
+        except (TypeError, ValueError):
+            return float("inf")
+
     for row, tasks in zip(rows, task_sets):
         if row["method"] != "egcfg" or not tasks:
             continue
-        for other, other_tasks in zip(rows, task_sets):
-            if (other is row or other_tasks != tasks or other["model"] != row["model"]
+        for other, other_tasks in sorted(zip(rows, task_sets), key=lambda pair: apart(pair[0], row)):
+            if (other is row or other_tasks != tasks or other["model"] != row["model"] or other["prompt"] != row["prompt"]
                     or other["protocol"] != row["protocol"] or other["benchmark"] != row["benchmark"]):
                 continue
             if other["method"] == "sampling" and other["agents"] == row["agents"]:
@@ -94,11 +116,11 @@ def summary_markdown(rows: list[dict]) -> str:
     out = ["# EG-CFG runs with their controls (written by benchmarks/export.py)", "",
            "pass@1 on the hidden tests; greedy is each run's own first attempt (gamma 0, same prompt), or where "
            "the run has none on every task (several agents race, and a winner cancels the others) an exported "
-           "greedy run on exactly the same tasks and model, marked (run); the sampling "
-           "control is an exported `--method sampling` run on exactly the same tasks, model and number of agents. "
+           "greedy run on exactly the same tasks, model and prompt, marked (run); the sampling "
+           "control is an exported `--method sampling` run on exactly the same tasks, model, prompt and number of agents. "
            "Tokens: generated per task (guided steps and candidates; the control's sampled programs).", "",
-           "| run | benchmark | tasks | agents | EG-CFG pass@1 | tokens/task | greedy | sampling control | its tokens/task | beyond the paper |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| run | benchmark | prompt | tasks | agents | EG-CFG pass@1 | tokens/task | greedy | sampling control | its tokens/task | beyond the paper |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["method"] != "egcfg":
             continue
@@ -109,7 +131,7 @@ def summary_markdown(rows: list[dict]) -> str:
         tasks = f"{r['tasks']}" + (f" of {r['tasks_planned']}" if r.get("finished") is False else "")
         rate = f"{r['pass_at_1']}" + (f" (at least {r['pass_at_1_bound_over_planned']} of all planned)"
                                       if r.get("finished") is False else "")
-        out.append(f"| {r['run']} | {r['benchmark']} | {tasks} | {r['agents']} | {rate} | "
+        out.append(f"| {r['run']} | {r['benchmark']} | {r['prompt']} | {tasks} | {r['agents']} | {rate} | "
                    f"{r['generated_tokens_per_task']} | {greedy} | "
                    f"{ctl['pass_at_1'] if ctl else 'not run'} | {ctl['generated_tokens_per_task'] if ctl else ''} | "
                    f"{'accept-candidates' if any('accept-candidates' in e for e in r.get('extensions', [])) else ''} |")

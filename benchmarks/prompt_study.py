@@ -37,25 +37,39 @@ def _data(benchmark: str, data: str) -> str | None:
 
 
 def run_format(fmt: str, args, ids: list[str]) -> dict:
-    out = Path(args.out) / f"{args.benchmark}-{fmt}"
-    cmd = [sys.executable, "-m", "egcfg", "bench", args.benchmark, "--method", "baseline", "--prompt-format", fmt,
-           "--tasks", ",".join(ids), "--out", str(out), "--no-progress"]
-    if _data(args.benchmark, args.data):
-        cmd += ["--data", args.data]
-    if args.model:
-        cmd += ["--model", args.model]
-    if (out / "results.sqlite").exists():
-        cmd.append("--resume")
-    print(" ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"prompt_study: the {fmt} run failed: {done.stderr.strip().splitlines()[-1:]}")
+    given = dict(item.split("=", 1) for item in args.runs.split(",")) if args.runs else {}
+    if fmt in given:  # a run made elsewhere (on the GPU machine): read, not run
+        out = Path(given[fmt])
+        db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
+        meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        db.close()
+        if meta.get("method") != "baseline" or {a.get("prompt_format") for a in meta["agents"]} != {fmt}:
+            raise SystemExit(f"prompt_study: {out} is not a greedy run in the {fmt} format")
+        cmd = ["", "", *meta["command"].split()[1:]]
+    else:
+        out = Path(args.out) / f"{args.benchmark}-{fmt}"
+        cmd = [sys.executable, "-m", "egcfg", "bench", args.benchmark, "--method", "baseline", "--prompt-format", fmt,
+               "--tasks", ",".join(ids), "--out", str(out), "--no-progress"]
+        if _data(args.benchmark, args.data):
+            cmd += ["--data", args.data]
+        if args.model:
+            cmd += ["--model", args.model]
+        if (out / "results.sqlite").exists():
+            cmd.append("--resume")
+        print(" ".join(cmd), flush=True)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"prompt_study: the {fmt} run failed: {done.stderr.strip().splitlines()[-1:]}")
+        meta = {}
     db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
     rows = db.execute("SELECT task_id, passed_hidden, passed_visible, stats FROM tasks").fetchall()
     db.close()
-    per = {t: {"hidden": bool(h), "visible": bool(v), **json.loads(s)} for t, h, v, s in rows}
+    per = {t: {"hidden": bool(h), "visible": bool(v), **json.loads(s)} for t, h, v, s in rows if t in ids}
+    if set(per) != set(ids):
+        raise SystemExit(f"prompt_study: {out} lacks {len(set(ids) - set(per))} of the {len(ids)} tasks")
     n = len(per)
     return {"format": fmt, "run": str(out), "command": " ".join(cmd[2:]), "tasks": n,
+            "model": meta.get("model"), "machine": meta.get("machine"), "date": meta.get("date"),
             "pass_at_1": round(100 * sum(p["hidden"] for p in per.values()) / n, 2),
             "visible_pass": round(100 * sum(p["visible"] for p in per.values()) / n, 2),
             "tokens_decoded_per_task": round(sum(p.get("tokens_decoded", 0) for p in per.values()) / n, 1),
@@ -73,6 +87,8 @@ def main() -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default="runs/prompt-study")
     ap.add_argument("--tag", default=None, help="results file suffix: prompt_study_<benchmark>_<tag> (another model, more formats)")
+    ap.add_argument("--runs", default=None, help="FORMAT=RUN_FOLDER,...: greedy runs made elsewhere (the GPU machine) to "
+                                                 "tabulate instead of running those formats here")
     args = ap.parse_args()
     ids = task_ids(args.benchmark, args.data, args.every)
     rows = [run_format(fmt, args, ids) for fmt in args.formats.split(",")]
@@ -80,15 +96,19 @@ def main() -> int:
     for r in rows:
         r["wins_vs_first"] = sorted(set(r["passed"]) - base)
         r["losses_vs_first"] = sorted(base - set(r["passed"]))
+    made_elsewhere = [r for r in rows if r.get("machine")]
+    where = made_elsewhere[0] if made_elsewhere else {}
     result = {"benchmark": args.benchmark, "tasks": len(ids), "every": args.every, "method": "baseline (greedy)",
-              "protocol": "honest", "model": args.model or "embedded (llama.cpp)", "date": now(), "machine": machine(),
+              "protocol": "honest", "model": where.get("model") or args.model or "embedded (llama.cpp)",
+              "date": where.get("date") or now(), "machine": where.get("machine") or machine(),
               "command": "python benchmarks/prompt_study.py " + " ".join(sys.argv[1:]), "formats": rows}
     name = f"prompt_study_{args.benchmark.replace('-', '_')}" + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Greedy pass@1 by prompt format: {args.benchmark}", "",
              f"- command: `{result['command']}`", f"- date: {result['date']}", f"- machine: {result['machine']}",
              f"- model: {result['model']}; method: greedy (`--method baseline`), protocol honest",
-             f"- tasks: {len(ids)} (every {args.every}th of the benchmark; the same tasks for every format)", "",
+             f"- tasks: {len(ids)} ({'all' if args.every == 1 else f'every {args.every}th'} of the benchmark; the same "
+             "tasks for every format)", "",
              "| format | pass@1 (hidden) | visible pass | decoded tok/task | prefilled tok/task | s/task | wins / losses vs first |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['format']} | {r['pass_at_1']} | {r['visible_pass']} | {r['tokens_decoded_per_task']} | "

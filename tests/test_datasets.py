@@ -8,7 +8,7 @@ import pytest
 from egcfg.execution.sandbox import Job
 
 from conftest import ROOT
-from egcfg.bench.datasets import load_benchmark, mbpp_entry_point
+from egcfg.bench.datasets import GIVEN_SIGNATURE, LOADERS, load_benchmark, mbpp_entry_point
 from egcfg.bench.examples import docstring_asserts
 from egcfg.errors import EgcfgError
 
@@ -99,3 +99,15 @@ def test_real_mbpp_et_and_humaneval_et():
     assert all(len(t.tests) == 3 and len(t.hidden_tests) > 3 for t in et)
     he = load_benchmark("humaneval-et", SHARED)
     assert len(he) == 164 and all(len(t.hidden_tests) >= 10 for t in he)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_given_signature_names_the_benchmarks_whose_tasks_give_one(name):
+    """GIVEN_SIGNATURE (what prompt format auto means in exported runs' summaries) agrees with the tasks."""
+    from egcfg import prompts
+
+    tasks = load_benchmark(name, None if name == "humaneval" else SHARED)
+    given = {bool(t.answer_start) and not t.is_io for t in tasks}
+    assert given == {name in GIVEN_SIGNATURE}
+    assert {prompts.resolve("auto", t) for t in tasks} == {prompts.concrete("auto", name in GIVEN_SIGNATURE)}

@@ -82,7 +82,9 @@ def test_answer_start_is_continued_and_guided_from_the_first_line(model, sandbox
     start = 'def double(x):\n    """Return twice x.\n    >>> double(2)\n    4\n    """\n'
     task = task_from_dict({"task_id": "tiny/double", "prompt": start, "entry_point": "double",
                            "tests": ["assert double(2) == 4"], "answer_start": start})
-    result = solve(task, model=model, config=SMALL.with_(max_tokens=48), sandbox=sandbox, explain=True)
+    # (the formats that continue a given signature: auto gives such a task EvalPlus's prompt, whole)
+    result = solve(task, model=model, config=SMALL.with_(max_tokens=48, prompt_format="zero-shot"), sandbox=sandbox,
+                   explain=True)
     assert result.code.startswith(start)
     lines = result.attempts[0].lines
     assert lines and lines[0].line == 1 and lines[0].candidates  # a refresh before the first body line

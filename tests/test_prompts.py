@@ -46,25 +46,26 @@ def test_what_each_format_changes():
         prompts.messages(MBPP_LIKE, "instruct", "few-shot")
 
 
-def test_auto_is_zero_shot_for_a_given_signature_and_one_shot_otherwise():
+def test_auto_is_evalplus_for_a_given_signature_and_one_shot_otherwise():
     io_task = task_from_dict({"task_id": "c", "prompt": "Print the sum of two numbers.",
                               "io_tests": [{"input": "1 2\n", "output": "3\n"}]})
     assert Config().prompt_format == "auto"
-    assert prompts.resolve("auto", HUMANEVAL_LIKE) == "zero-shot"
+    assert prompts.resolve("auto", HUMANEVAL_LIKE) == "evalplus"
     assert prompts.resolve("auto", MBPP_LIKE) == "one-shot"
     assert prompts.resolve("auto", io_task) == "one-shot"
-    assert prompts.resolve("evalplus", MBPP_LIKE) == "evalplus"  # a named format is kept
+    assert prompts.resolve("zero-shot", HUMANEVAL_LIKE) == "zero-shot"  # a named format is kept
     for style in prompts.STYLES:
-        assert prompts.messages(HUMANEVAL_LIKE, style, "auto") == prompts.messages(HUMANEVAL_LIKE, style, "zero-shot")
+        assert prompts.messages(HUMANEVAL_LIKE, style, "auto") == prompts.messages(HUMANEVAL_LIKE, style, "evalplus")
         assert prompts.messages(MBPP_LIKE, style, "auto") == prompts.messages(MBPP_LIKE, style, "one-shot")
         assert prompts.messages(io_task, style, "auto") == prompts.messages(io_task, style, "one-shot")
-    assert prompts.answer_start(HUMANEVAL_LIKE, "auto") == STUB
-    assert prompts.opener(HUMANEVAL_LIKE, "auto") == "```python\n"
+    assert prompts.answer_start(HUMANEVAL_LIKE, "auto") == "" and prompts.answer_start(MBPP_LIKE, "auto") == ""
+    assert prompts.opener(HUMANEVAL_LIKE, "auto") == prompts.EVALPLUS_RESPONSE + "```python\n"
+    assert prompts.opener(MBPP_LIKE, "auto") == "```python\n"
 
 
 def test_the_engine_opens_the_answer_as_the_format_says(sandbox):
     model = ScriptedModel(["    return a + b\n"])
-    for fmt, tail in (("one-shot", "```python\n" + STUB), ("auto", "```python\n" + STUB),
+    for fmt, tail in (("one-shot", "```python\n" + STUB), ("auto", prompts.EVALPLUS_RESPONSE + "```python\n"),
                       ("evalplus", prompts.EVALPLUS_RESPONSE + "```python\n")):
         gen = Generator(model, HUMANEVAL_LIKE, Config(prompt_format=fmt, gammas=(0.0,)), sandbox)
         assert gen.parts.suffix.endswith(tail)

@@ -152,20 +152,29 @@ def test_the_summary_sets_each_egcfg_run_beside_its_controls_on_the_same_tasks(t
     monkeypatch.setattr(export, "ROOT", tmp_path / "root")
     (tmp_path / "root" / "benchmarks" / "results").mkdir(parents=True)
 
-    def write(name, method, tasks, rate, decoded, agents=1):
-        summary = {"benchmark": "mbpp", "protocol": "honest", "method": method, "agents": agents, "model": "m.gguf",
+    def write(name, method, tasks, rate, decoded, agents=1, fmt=None, benchmark="mbpp"):
+        # (fmt None: an agent recorded before prompt formats existed, which ran one-shot)
+        configs = [{"name": "a"} if fmt is None else {"name": "a", "prompt_format": fmt}]
+        summary = {"benchmark": benchmark, "protocol": "honest", "method": method, "agents": agents, "model": "m.gguf",
                    "tasks": len(tasks), "tasks_planned": len(tasks), "pass_at_1": rate, "baseline_pass_at_1": 30.0,
-                   "rsr": None, "run": name, "cost_per_task": {"tokens_decoded": decoded, "candidate_tokens": 5.0}}
+                   "rsr": None, "run": name, "cost_per_task": {"tokens_decoded": decoded, "candidate_tokens": 5.0},
+                   "agent_configs": configs}
         (out / f"{name}.json").write_text(json.dumps({"summary": summary, "tasks": [{"task_id": t} for t in tasks]}))
 
-    write("eg", "egcfg", ["a", "b"], 50.0, 100.0)
+    write("eg", "egcfg", ["a", "b"], 50.0, 100.0, fmt="auto")
     write("ctl", "sampling", ["a", "b"], 60.0, 20.0)
     write("ctl-other-tasks", "sampling", ["a", "c"], 10.0, 20.0)
     write("ctl-more-agents", "sampling", ["a", "b"], 70.0, 20.0, agents=3)
-    write("greedy", "baseline", ["b", "a"], 30.0, 10.0)
+    write("ctl-other-prompt", "sampling", ["a", "b"], 80.0, 20.0, fmt="zero-shot")
+    write("greedy", "baseline", ["b", "a"], 30.0, 10.0, fmt="one-shot")
+    # on HumanEval, auto is evalplus: an evalplus control counts, a one-shot one does not
+    write("he-eg", "egcfg", ["h"], 50.0, 100.0, fmt="auto", benchmark="humaneval")
+    write("he-ctl-one-shot", "sampling", ["h"], 90.0, 20.0, fmt="one-shot", benchmark="humaneval")
+    write("he-ctl", "sampling", ["h"], 40.0, 20.0, fmt="evalplus", benchmark="humaneval")
     rows = {r["run"]: r for r in export.rebuild_summary()}
     assert rows["eg"]["sampling_control"] == {"run": "ctl", "pass_at_1": 60.0, "generated_tokens_per_task": 25.0}
     assert rows["eg"]["greedy_run"]["run"] == "greedy" and rows["eg"]["generated_tokens_per_task"] == 105.0
     assert "sampling_control" not in rows["ctl"]
+    assert rows["he-eg"]["prompt"] == "evalplus" and rows["he-eg"]["sampling_control"]["run"] == "he-ctl"
     md = (tmp_path / "root" / "benchmarks" / "results" / "summary.md").read_text()
-    assert "| eg | mbpp | 2 | 1 | 50.0 | 105.0 | 30.0 | 60.0 | 25.0 |" in md
+    assert "| eg | mbpp | one-shot | 2 | 1 | 50.0 | 105.0 | 30.0 | 60.0 | 25.0 |" in md

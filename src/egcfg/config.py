@@ -21,7 +21,7 @@ HELP = {
     "temperature": "candidate sampling temperature (t)",
     "top_p": "candidate nucleus (top-p)",
     "prompt_style": "instruct (few-shot) or long-code (many short lines)",
-    "prompt_format": "how the chat is built: auto (zero-shot where the task gives a signature to continue, as "
+    "prompt_format": "how the chat is built: auto (evalplus where the task gives a signature and docstring, as "
                      "HumanEval does, one-shot otherwise), one-shot (a worked example; a given signature is continued), "
                      "one-shot-free (the answer writes the signature too), zero-shot (no example), or evalplus "
                      "(EvalPlus's instruction prompt for chat models)",

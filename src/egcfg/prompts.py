@@ -26,11 +26,12 @@ ANSWER_START = "```python\n"
 # * evalplus: EvalPlus's instruction prompt for chat models (its codegen for HumanEval+/MBPP+, the
 #   setting model makers report): no system prompt of ours (the model's template adds its default),
 #   the problem in a code block, and the answer opened by EvalPlus's response prefix, whole;
-# * auto (the default): zero-shot where the task gives a signature and docstring to continue
-#   (HumanEval and its siblings), one-shot otherwise (MBPP, contests). Measured greedy, side by side
-#   on the same tasks (benchmarks/results/prompt_study_*.md): the worked example, a one-line MBPP
-#   answer, costs HumanEval 14.6 points on every 4th task (41.5 vs 56.1, 0 tasks lost) and helps MBPP
-#   (38.0 vs 34.0 on every 10th).
+# * auto (the default): evalplus where the task gives a signature and docstring (HumanEval and its
+#   siblings), one-shot otherwise (MBPP, contests). Measured side by side on the same tasks
+#   (benchmarks/results/prompt_study_*.md): on all of HumanEval, greedy passes 39.0 / 48.8 / 54.3% in
+#   one-shot / zero-shot / evalplus (the one-line MBPP example draws terse answers), and with 16
+#   agents evalplus is level or ahead for EG-CFG and the sampling control alike; on MBPP the worked
+#   example helps (every 10th task: one-shot 38.0, zero-shot 34.0, evalplus 28.0).
 FORMATS = ("auto", "one-shot", "one-shot-free", "zero-shot", "evalplus")
 EVALPLUS_INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
 EVALPLUS_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
@@ -110,13 +111,19 @@ def _evalplus_problem(task: Task) -> str:
     return '"""\n' + task.prompt.strip() + "\n" + "\n".join(t.strip() for t in task.tests) + '\n"""'
 
 
-def resolve(fmt: str, task: Task) -> str:
-    """The format a task is prompted in: ``auto`` made concrete (see FORMATS), others as they are."""
+def concrete(fmt: str, gives_signature: bool) -> str:
+    """``auto`` made concrete for a task that gives a signature and docstring to continue or not
+    (see FORMATS); other formats as they are."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown prompt format {fmt!r}")
     if fmt != "auto":
         return fmt
-    return "zero-shot" if task.answer_start and not task.is_io else "one-shot"
+    return "evalplus" if gives_signature else "one-shot"
+
+
+def resolve(fmt: str, task: Task) -> str:
+    """The format ``task`` is prompted in."""
+    return concrete(fmt, bool(task.answer_start) and not task.is_io)
 
 
 def messages(task: Task, style: str, fmt: str = "auto") -> list[dict]:

@@ -213,6 +213,10 @@ def load_codecontests(data=None) -> list[Task]:
     return load_codecontests(data)
 
 
+# Benchmarks whose tasks give a signature and docstring to continue (Task.answer_start): the prompt
+# format ``auto`` means evalplus for them (prompts.concrete); tested against the loaders.
+GIVEN_SIGNATURE = frozenset({"humaneval", "humaneval-et", "humaneval-plus"})
+
 LOADERS = {"humaneval": load_humaneval, "humaneval-et": load_humaneval_et, "mbpp": load_mbpp, "mbpp-et": load_mbpp_et,
            "humaneval-plus": load_humaneval_plus, "mbpp-plus": load_mbpp_plus, "codecontests": load_codecontests}
 
