@@ -359,7 +359,12 @@ def parity_egcfg(db, agents_meta: list[dict], export: Path) -> dict:
 
     differ = []
     if cpu_agent is not None:  # (a setting an export predates: what it ran with)
-        gpu_cfg, cpu_cfg = as_recorded(first), as_recorded(cpu_agent)
+        from egcfg.bench.datasets import GIVEN_SIGNATURE
+        from egcfg.prompts import concrete
+
+        given = data["summary"].get("benchmark") in GIVEN_SIGNATURE
+        gpu_cfg, cpu_cfg = (dict(c, prompt_format=concrete(c["prompt_format"], given))  # (auto: the prompt it gives)
+                            for c in (as_recorded(first), as_recorded(cpu_agent)))
         differ = sorted(k for k in gpu_cfg if k != "name" and gpu_cfg[k] != cpu_cfg.get(k))
     return {"cpu_run": export.name, "what": "EG-CFG, the first agent alone", "tasks": len(both),
             "settings_that_differ": differ if cpu_agent is not None else "the CPU export does not record its agent",

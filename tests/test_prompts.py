@@ -76,7 +76,10 @@ def test_prompt_format_is_checked_and_keys_the_shared_greedy_attempt():
     with pytest.raises(EgcfgError, match="--prompt-format must be one of"):
         Config(prompt_format="few-shot").validate()
     a, b = Agent("a", Config(prompt_format="one-shot")), Agent("b", Config(prompt_format="evalplus"))
-    assert _greedy_key(a) != _greedy_key(b)  # a one-shot greedy attempt is not reused for evalplus
+    c = Agent("c", Config(prompt_format="auto"))
+    assert _greedy_key(a, MBPP_LIKE) != _greedy_key(b, MBPP_LIKE)  # a one-shot greedy attempt is not reused for evalplus
+    assert _greedy_key(c, MBPP_LIKE) == _greedy_key(a, MBPP_LIKE)  # auto is one-shot there: one prompt, one attempt
+    assert _greedy_key(c, HUMANEVAL_LIKE) == _greedy_key(b, HUMANEVAL_LIKE) != _greedy_key(a, HUMANEVAL_LIKE)
 
 
 def test_bench_rejects_an_unknown_format_in_one_line(egcfg_cli, tmp_path):

@@ -45,10 +45,11 @@ HELP = {
                         "program sampled at the agent's temperature and top-p instead, with no guidance",
 }
 NOT_FLAGS = ("sampling_control",)  # set by bench --method sampling, not a flag of its own
+MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
 # Settings whose default changed, with the value that runs which did not record them ran with
 # (a resumed run is compared against these, not against today's defaults).
-LEGACY = {"accept_candidates": False, "resample_duplicates": 0, "prompt_format": "one-shot", "trace_timeout": 2.0}
-MAX_TIMEOUT = 3600.0  # seconds per sandboxed run: beyond it a "time limit" is a typo (and overflows timers)
+# (trace_timeout: before it existed, traced runs had the run timeout; min(MAX_TIMEOUT, run_timeout) is that)
+LEGACY = {"accept_candidates": False, "resample_duplicates": 0, "prompt_format": "one-shot", "trace_timeout": MAX_TIMEOUT}
 
 
 @dataclass(frozen=True)

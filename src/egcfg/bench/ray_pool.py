@@ -525,8 +525,8 @@ class _Driver:
         agent = self.agents[k]
         if agent.config.always_refresh or 0.0 not in agent.config.gammas:
             return None
-        key = _greedy_key(agent)
-        same = {a.name for a in self.agents if _greedy_key(a) == key}
+        key = _greedy_key(agent, state.task)
+        same = {a.name for a in self.agents if _greedy_key(a, state.task) == key}
         if any(r["gamma"] == 0.0 and r["agent"] in same and not (r["stop_reason"] or "").startswith("error:")
                for r in rows):
             return None
@@ -534,7 +534,7 @@ class _Driver:
 
     def _greedy_free(self, state, k: int) -> bool:
         agent = self.agents[k]
-        return agent.config.always_refresh or (state.position, _greedy_key(agent)) not in self.greedy
+        return agent.config.always_refresh or (state.position, _greedy_key(agent, state.task)) not in self.greedy
 
     def _unit_message(self, stream, units: _Units) -> None:
         ray = self.ray

@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Callable
 
+from .. import prompts
 from ..agents import Agent, FirstPass
 from ..engine import Generator
 from ..errors import EgcfgError
@@ -134,7 +135,7 @@ class _Worker:
             if gamma in stored:  # resumed run: this attempt is already on disk
                 return _attempt_from_row(stored[gamma])
             if gamma == 0.0 and greedy_locks is not None and not agent.config.always_refresh:
-                lock = greedy_locks.setdefault(_greedy_key(agent), threading.Lock())
+                lock = greedy_locks.setdefault(_greedy_key(agent, task), threading.Lock())
                 lock.acquire()  # held until this unit has stored its greedy attempt (or gave up)
                 held.append(lock)
             found = self._reuse_greedy(store, task, agent, agents, gamma)
@@ -176,7 +177,7 @@ class _Worker:
         token cap, so it is computed once per task and copied (at zero cost) to the others."""
         if gamma != 0.0 or agent.config.always_refresh:
             return None
-        same = {a.name for a in agents if a.name != agent.name and _greedy_key(a) == _greedy_key(agent)}
+        same = {a.name for a in agents if a.name != agent.name and _greedy_key(a, task) == _greedy_key(agent, task)}
         for row in store.attempts(task.task_id, lines=False):
             if row["gamma"] == 0.0 and row["agent"] in same and not _ended_in_error(row):
                 return _attempt_from_row(row)
@@ -188,9 +189,12 @@ def _n_ctx(agents: list[Agent]) -> int:
     return max(a.config.n_ctx for a in agents)
 
 
-def _greedy_key(agent: Agent) -> tuple:
+def _greedy_key(agent: Agent, task: Task) -> tuple:
+    """Agents with the same key decode the same greedy attempt on ``task`` (the prompt as the task
+    gets it: ``auto`` and the format it stands for there are one prompt)."""
     cfg = agent.config
-    return (cfg.prompt_style, cfg.prompt_format, cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx, cfg.always_refresh)
+    return (cfg.prompt_style, prompts.resolve(cfg.prompt_format, task), cfg.max_tokens, cfg.max_line_tokens, cfg.n_ctx,
+            cfg.always_refresh)
 
 
 def _whole_task(worker: _Worker, store: Store, task: Task, position: int, agents: list[Agent], protocol: str,
